@@ -1,0 +1,110 @@
+"""Checkpoints: `model.safetensors` (weights only) beside `model.json` (what the weights are).
+
+Nothing here unpickles: a checkpoint from a stranger can be loaded safely.
+
+    >>> model, meta = load_checkpoint("runs/fast-20261121-101500")
+    >>> meta["architecture"], meta["metrics"]["test_accuracy"]
+    ('fast', 0.9912)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from digitrec.data import atomic_write_bytes
+from digitrec.errors import UsageError
+from digitrec.models import create_model
+
+WEIGHTS = "model.safetensors"
+META = "model.json"
+FORMAT = 1
+BUNDLED_DIR = Path(__file__).parent / "weights"
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: Path, what: str = "file") -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: not a readable JSON {what} ({e})") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{path}: expected a JSON object")
+    return obj
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return st_load(path.read_bytes())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, SafetensorError, ValueError) as e:
+        raise UsageError(f"{path}: not a valid safetensors file ({e})") from None
+
+
+def tensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors header, read without loading the tensors."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size < 1 << 24 else None
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: not a valid safetensors file ({e})") from None
+    if not isinstance(header, dict):
+        raise UsageError(f"{path}: not a valid safetensors file")
+    return header.get("__metadata__") or {}
+
+
+def save_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module, meta: dict) -> None:
+    """Write weights, then the description that vouches for them (both atomically)."""
+    run_dir = Path(run_dir)
+    save_tensors(run_dir / WEIGHTS, model.state_dict(), {"epoch": str(meta.get("epoch", ""))})
+    write_json(run_dir / META, {"format": FORMAT, **meta})
+
+
+def resolve_run_dir(run_dir: str | os.PathLike | None) -> Path:
+    """The run folder to load; None means the pretrained model shipped with the package."""
+    if run_dir is None:
+        if not (BUNDLED_DIR / META).is_file():
+            raise UsageError("this installation has no bundled model; give a run directory")
+        return BUNDLED_DIR
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    if not (run_dir / META).is_file():
+        raise UsageError(f"{run_dir}: no checkpoint here (no {META}); is it a run directory?")
+    return run_dir
+
+
+def load_checkpoint(run_dir: str | os.PathLike | None = None) -> tuple[torch.nn.Module, dict]:
+    """Load a trained model (in eval mode) and its description; None loads the bundled model."""
+    run_dir = resolve_run_dir(run_dir)
+    meta = read_json(run_dir / META, "checkpoint description")
+    if meta.get("format") != FORMAT or "architecture" not in meta:
+        raise UsageError(f"{run_dir / META}: not a digitrec checkpoint description (format {meta.get('format')!r})")
+    model = create_model(meta["architecture"])
+    state = load_tensors(run_dir / WEIGHTS)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UsageError(f"{run_dir / WEIGHTS}: weights do not fit architecture {meta['architecture']!r} ({first})") from None
+    return model.eval(), meta

@@ -1,0 +1,142 @@
+"""The `digitrec` command. Each sub-command parses its options and calls the library.
+
+Heavy modules (torch and friends) are imported inside the handlers, so `digitrec --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+
+from digitrec import __version__
+from digitrec.errors import UsageError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def cmd_train(args) -> int:
+    from digitrec.train import TrainConfig, run
+
+    if args.resume:
+        run(TrainConfig(), args.resume, resume=True)
+        return 0
+    cfg = TrainConfig.for_model(
+        args.model, epochs=args.epochs or (1 if args.dry_run else None), batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, val_split=args.val_split, augment=args.augment,
+        label_smoothing=args.label_smoothing, bf16=args.bf16, threads=args.threads,
+        dry_run=args.dry_run or None, data_dir=args.data_dir)
+    args.out = args.out or f"runs/{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    run(cfg, args.out, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from digitrec.checkpoint import load_checkpoint, resolve_run_dir
+    from digitrec.data import load_mnist
+    from digitrec.evaluate import evaluate_model, format_report
+
+    run_dir = resolve_run_dir(args.run_dir)
+    model, meta = load_checkpoint(run_dir)
+    mnist = load_mnist(args.data_dir)
+    m = evaluate_model(model, mnist.test_images, mnist.test_labels)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        print(f"model {meta['architecture']} from {run_dir} (epoch {meta.get('epoch', '?')})")
+        print(format_report(m))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from digitrec.models import get_recipe, list_models
+
+    for name in list_models():
+        r = get_recipe(name)
+        print(f"{name:<10} {r.description}\n{'':<10} recipe: {r.epochs} epochs, batch {r.batch_size}, "
+              f"lr {r.lr:g} {r.schedule}, augment {'on' if r.augment else 'off'}")
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="digitrec", description="Train digit recognisers on MNIST and read handwritten digits.")
+    parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("train", help="train a model on MNIST, then test it",
+                       description="Train a model on MNIST. Options left out take the model's own recipe "
+                                   "(see `digitrec models`).")
+    p.add_argument("--model", default="accurate", help="architecture, see `digitrec models` (default: accurate)")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training images")
+    p.add_argument("--batch-size", type=positive_int, help="images per optimiser step")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--val-split", type=int, default=5000, help="training images held out for validation (default 5000)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, help="random distortions of training digits")
+    p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0 to <1")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                   help="bfloat16 autocast (default: on where the processor does bf16 natively)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own config")
+    p.add_argument("--dry-run", action="store_true", help="a few steps per epoch on small evaluations: a smoke test")
+    p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy, per-class figures and confusion matrix of a model")
+    p.add_argument("run_dir", nargs="?", help="run directory (default: the bundled model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list the architectures and their training recipes")
+    p.set_defaults(handler=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as e:
+        print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        where = getattr(args, "out", None) or getattr(args, "resume", None)
+        hint = f"; the last complete epoch is kept: digitrec train --resume {where}" if args.command == "train" and where else ""
+        print(f"\ndigitrec {args.command}: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

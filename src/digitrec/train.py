@@ -1,0 +1,352 @@
+"""Training: a config dataclass, the loop, per-epoch checkpoints and resume.
+
+    >>> from digitrec.train import TrainConfig, run
+    >>> cfg = TrainConfig.for_model("fast", epochs=1)
+    >>> metrics = run(cfg, "runs/my-fast")
+    >>> metrics["test_accuracy"] > 0.99
+    True
+
+Every epoch ends with `model.safetensors`, `model.json` and `history.csv` written atomically, plus
+`train_state.safetensors` (optimiser moments) so that `run(..., resume=True)` continues exactly
+where an interrupted run stopped and ends with the same weights an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from digitrec import __version__
+from digitrec.augment import augment_batch
+from digitrec.checkpoint import (META, WEIGHTS, load_tensors, read_json, save_checkpoint, save_tensors,
+                                 tensors_metadata, write_json)
+from digitrec.data import MNIST, atomic_write_bytes, load_mnist
+from digitrec.errors import UsageError
+from digitrec.evaluate import as_batch, evaluate_model
+from digitrec.models import create_model, get_recipe
+
+STATE = "train_state.safetensors"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+DRY_RUN_STEPS = 5  # optimiser steps per epoch in a dry run
+DRY_RUN_EVAL = 500  # images evaluated per split in a dry run
+
+
+@dataclass
+class TrainConfig:
+    model: str = "accurate"  # architecture name from the registry (see `digitrec models`)
+    epochs: int = 30  # passes over the training images
+    batch_size: int = 128  # images per optimiser step
+    lr: float = 4e-3  # peak learning rate
+    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"
+    augment: bool = True  # random distortions of training batches
+    label_smoothing: float = 0.1  # cross-entropy label smoothing
+    weight_decay: float = 5e-4  # AdamW decoupled weight decay; 0 means plain Adam
+    seed: int = 0  # seeds weights, shuffling, augmentation and dropout
+    val_split: int = 5000  # training images held out for validation (never the test set)
+    bf16: bool | None = None  # bfloat16 autocast; None: on where the CPU/GPU does bf16 natively
+    threads: int | None = None  # CPU threads for torch; None: torch's default
+    dry_run: bool = False  # a few steps per epoch and small evaluations, for smoke tests
+    data_dir: str | None = None  # MNIST folder; None: $DIGITREC_DATA or the user cache
+
+    @classmethod
+    def for_model(cls, model: str, **overrides) -> "TrainConfig":
+        """The model's own recipe, with any non-None override applied."""
+        recipe = asdict(get_recipe(model))
+        recipe.pop("description")
+        cfg = cls(model=model, **recipe)
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, value)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        get_recipe(self.model)  # raises for an unknown name
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number (got {self.lr})"),
+            (self.schedule in ("onecycle", "constant"), f"unknown schedule {self.schedule!r}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
+            (self.weight_decay >= 0, f"weight decay must not be negative (got {self.weight_decay})"),
+            (0 <= self.val_split < 60000, f"--val-split must be between 0 and 59999 (got {self.val_split})"),
+            (self.threads is None or self.threads >= 1, f"--threads must be at least 1 (got {self.threads})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+
+def bf16_native() -> bool:
+    """True where bfloat16 matrix maths is done in hardware (AMX or AVX512-BF16 CPUs, recent GPUs)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def lr_at(cfg: TrainConfig, progress: float) -> float:
+    """Learning rate at `progress` (0 to 1) through training: 15% linear warm-up, then cosine to ~0."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warmup = 0.15
+    if progress < warmup:
+        return cfg.lr * (0.04 + 0.96 * progress / warmup)
+    return cfg.lr * (0.002 + 0.998 * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))))
+
+
+def split_train_val(mnist: MNIST, val_split: int) -> tuple[torch.Tensor, ...]:
+    """Training and validation tensors; the held-out images are fixed, whatever the seed."""
+    order = torch.randperm(len(mnist.train_labels), generator=torch.Generator().manual_seed(1234))
+    images = torch.from_numpy(mnist.train_images).unsqueeze(1)  # (N, 1, 28, 28) uint8
+    labels = torch.from_numpy(mnist.train_labels).long()
+    n_train = len(order) - val_split
+    if n_train < 1:
+        raise UsageError(f"--val-split {val_split} leaves no training images (the data has {len(order)})")
+    tr, va = order[:n_train], order[n_train:]
+    return images[tr], labels[tr], images[va], labels[va]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Decay conv and linear weights only; biases and batch-norm scales stay free.
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    rest = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"{i}.{key}"] = torch.as_tensor(value)
+    return out
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        i, key = name.split(".", 1)
+        state.setdefault(int(i), {})[key] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def read_history(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UsageError(f"{path}: unreadable history ({e})") from None
+    try:
+        return [{k: (int(v) if k == "epoch" else float(v) if v not in ("", None) else "") for k, v in row.items()}
+                for row in rows]
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{path}: malformed history ({e})") from None
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C back while a checkpoint is written, then deliver it."""
+    pending = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *a: pending.append(a))
+    except ValueError:  # not the main thread: signals cannot be caught here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            raise KeyboardInterrupt
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"cannot use {out} as the output directory: it is a file")
+    if out.is_dir() and not overwrite and any((out / n).exists() for n in (META, HISTORY, WEIGHTS)):
+        raise UsageError(f"{out} already holds a run; choose another --out, --resume it, or pass --overwrite")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to output directory {out}: {e.strerror or e}") from None
+    if overwrite:
+        for name in (METRICS, STATE):
+            (out / name).unlink(missing_ok=True)
+
+
+def load_resume(out: Path) -> tuple[TrainConfig, dict]:
+    """The config and checkpoint description of an interrupted run in `out`."""
+    if not out.is_dir():
+        raise UsageError(f"--resume: {out} is not a directory")
+    if not (out / META).is_file():
+        raise UsageError(f"--resume: {out} holds no checkpoint ({META} is missing)")
+    meta = read_json(out / META, "checkpoint description")
+    try:
+        cfg = TrainConfig(**{f.name: meta["config"][f.name] for f in fields(TrainConfig) if f.name in meta["config"]})
+    except (KeyError, TypeError) as e:
+        raise UsageError(f"--resume: {out / META} has no usable config ({e})") from None
+    cfg.validate()
+    return cfg, meta
+
+
+def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+        log: Callable[[str], None] = print, progress: bool | None = None) -> dict:
+    """Train `cfg.model` on MNIST into the folder `out` and return the final metrics.
+
+    With resume=True, `cfg` is ignored in favour of the config saved in `out`, and training
+    continues after the last completed epoch. `progress` shows a progress bar (None: on a terminal).
+    """
+    out = Path(out)
+    meta = None
+    if resume:
+        cfg, meta = load_resume(out)
+    else:
+        cfg.validate()
+        prepare_out_dir(out, overwrite)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    use_bf16 = bf16_native() if cfg.bf16 is None else cfg.bf16
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    mnist = load_mnist(cfg.data_dir)
+    train_x, train_y, val_x, val_y = split_train_val(mnist, cfg.val_split)
+    eval_n = DRY_RUN_EVAL if cfg.dry_run else None
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model).to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_y) / cfg.batch_size)
+    if cfg.dry_run:
+        steps_per_epoch = min(steps_per_epoch, DRY_RUN_STEPS)
+    total_steps = cfg.epochs * steps_per_epoch
+
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        start_epoch, history = restore(out, model, opt, meta)
+        log(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
+    log("config: " + " ".join(f"{k}={v}" for k, v in asdict(cfg).items()))
+    log(f"{len(train_y)} training and {len(val_y)} validation images; "
+        f"{'bf16 autocast' if use_bf16 else 'float32'}; {torch.get_num_threads()} threads")
+
+    def describe(epoch: int, metrics: dict) -> dict:
+        return {"architecture": cfg.model, "config": asdict(cfg), "epoch": epoch, "metrics": metrics,
+                "train_sha256": mnist.train_sha256, "digitrec_version": __version__,
+                "saved": datetime.now().isoformat(timespec="seconds")}
+
+    for epoch in range(start_epoch, cfg.epochs):
+        # Every epoch draws from its own seeds, so a resumed run repeats exactly what it missed.
+        epoch_seed = cfg.seed * 100_003 + epoch
+        torch.manual_seed(epoch_seed)
+        g = torch.Generator().manual_seed(epoch_seed)
+        order = torch.randperm(len(train_y), generator=g)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = correct = seen = 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
+                   disable=(not progress) if progress is not None else None, dynamic_ncols=True)
+        for step in bar:
+            lr = lr_at(cfg, (epoch * steps_per_epoch + step) / total_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = as_batch(train_x[idx])  # (B, 1, 28, 28) float in [0, 1]
+            y = train_y[idx]
+            if cfg.augment:
+                x = augment_batch(x, g).contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}",
+                            img_s=f"{seen / elapsed:.0f}", refresh=False)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+               "val_loss": "", "val_accuracy": "", "lr": lr, "seconds": round(seconds, 3)}
+        if len(val_y):
+            val = evaluate_model(model, val_x[:eval_n, 0], val_y[:eval_n].numpy())
+            row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        history.append(row)
+        with interrupts_deferred():
+            save_tensors(out / STATE, optimizer_tensors(opt), {"epoch": str(epoch + 1)})
+            save_checkpoint(out, model, describe(epoch + 1, {k: v for k, v in row.items() if k != "epoch"}))
+            write_history(out / HISTORY, history)
+        val_text = f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}  " if len(val_y) else ""
+        log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%}  "
+            f"{val_text}{seconds:.1f}s ({seen / seconds:.0f} img/s)")
+
+    test = evaluate_model(model, mnist.test_images[:eval_n], mnist.test_labels[:eval_n])
+    last = history[-1]
+    summary = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_n": test["n"],
+               "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"],
+               "train_seconds": round(sum(float(r["seconds"]) for r in history), 3), "epochs": cfg.epochs,
+               "model": cfg.model, "dry_run": cfg.dry_run}
+    with interrupts_deferred():
+        save_checkpoint(out, model, describe(cfg.epochs, {**{k: v for k, v in last.items() if k != "epoch"},
+                                                         "test_accuracy": test["accuracy"],
+                                                         "test_loss": test["loss"]}))
+        write_json(out / METRICS, {**summary, "test": test})
+    log(f"test accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  ({test['n']} images)"
+        + ("  [dry run: not a real result]" if cfg.dry_run else "") + f"  -> {out}")
+    return summary
+
+
+def restore(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict) -> tuple[int, list[dict]]:
+    """Load weights, optimiser state and history of the last completed epoch in `out`."""
+    epoch = int(meta.get("epoch", 0))
+    for path in (out / WEIGHTS, out / STATE):
+        if tensors_metadata(path).get("epoch") != str(epoch):
+            raise UsageError(f"--resume: {path} does not belong to epoch {epoch} of {out / META}; "
+                             "the run was killed while saving, so start it again")
+    weights, state = load_tensors(out / WEIGHTS), load_tensors(out / STATE)
+    history = read_history(out / HISTORY)
+    if len(history) < epoch:
+        raise UsageError(f"--resume: {out / HISTORY} has {len(history)} epochs, the checkpoint {epoch}")
+    try:
+        model.load_state_dict(weights)
+        load_optimizer_tensors(opt, state)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UsageError(f"--resume: the checkpoint in {out} does not fit its config ({str(e).splitlines()[0]})") from None
+    return epoch, history[:epoch]
