@@ -59,6 +59,7 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, d: Distortion = Distortio
     # Stroke width: blend towards a 3x3 dilation (thicker) or erosion (thinner) by a random amount.
     amount = torch.rand(b, 1, 1, 1, generator=g) * (torch.rand(b, 1, 1, 1, generator=g) < d.thickness_fraction)
     thicker = torch.rand(b, 1, 1, 1, generator=g) < 0.6
+    amount = torch.where(thicker, amount, amount * 0.5)  # full erosion would erase 2-pixel strokes
     dilated = F.max_pool2d(out, 3, stride=1, padding=1)
     eroded = -F.max_pool2d(-out, 3, stride=1, padding=1)
     target = torch.where(thicker, dilated, eroded)

@@ -49,7 +49,7 @@ DRY_RUN_EVAL = 500  # images evaluated per split in a dry run
 @dataclass
 class TrainConfig:
     model: str = "accurate"  # architecture name from the registry (see `digitrec models`)
-    epochs: int = 30  # passes over the training images
+    epochs: int = 12  # passes over the training images
     batch_size: int = 128  # images per optimiser step
     lr: float = 4e-3  # peak learning rate
     schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"

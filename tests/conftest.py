@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny MNIST-format data sets written by the tests themselves, and the real one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec.data import FILES, write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n 28x28 uint8 images whose label is the position of a bright square: learnable, not MNIST."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
+    for img, label in zip(images, labels):
+        r, c = 4 + 6 * (label // 5) * 2, 3 + 5 * (label % 5)
+        img[r:r + 6, c:c + 4] = 255
+    return images, labels
+
+
+def write_mnist(folder: Path, n_train: int = 300, n_test: int = 100, gz: bool = True) -> Path:
+    """Write the four MNIST files, made of tiny_digits, into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = dict(zip(("train_images", "train_labels"), tiny_digits(n_train, 0)))
+    arrays.update(zip(("test_images", "test_labels"), tiny_digits(n_test, 1)))
+    for key, (name, _) in FILES.items():
+        write_idx(folder / (name if gz else name.removesuffix(".gz")), arrays[key])
+    return folder
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path) -> Path:
+    return write_mnist(tmp_path / "mnist")
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> Path:
+    """The real MNIST files: $DIGITREC_DATA, else ../shared/mnist beside the project."""
+    folder = Path(os.environ.get("DIGITREC_DATA") or REPO.parent / "shared" / "mnist")
+    missing = [name for name, _ in FILES.values() if not (folder / name).is_file()]
+    assert not missing, f"the real MNIST files are needed in {folder} (set DIGITREC_DATA): missing {missing}"
+    return folder

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+import torch
+
+from digitrec.evaluate import confusion_matrix, expected_calibration_error, format_report, metrics_from_logits
+
+
+def test_confusion_matrix_and_per_class_figures():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    logits = torch.full((6, 10), -5.0)
+    for i, p in enumerate([0, 0, 1, 0, 2, 2]):  # one 1 read as 0
+        logits[i, p] = 5.0
+    m = metrics_from_logits(logits, labels)
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["n"] == 6
+    cm = np.array(m["confusion_matrix"])
+    assert cm[1, 0] == 1 and cm.trace() == 5 and cm.sum() == 6
+    assert m["per_class"]["0"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["1"]["recall"] == pytest.approx(1 / 2)
+    assert m["per_class"]["2"]["f1"] == pytest.approx(1.0)
+    assert m["per_class"]["7"]["support"] == 0
+    text = format_report(m)
+    assert "83.33%" in text and "confusion matrix" in text
+
+
+def test_confusion_matrix_rows_are_true_labels():
+    cm = confusion_matrix(np.array([3]), np.array([5]))
+    assert cm[3, 5] == 1 and cm.sum() == 1
+
+
+def test_calibration_error():
+    conf = np.array([0.9] * 10)
+    assert expected_calibration_error(conf, np.array([1] * 9 + [0])) == pytest.approx(0.0)
+    assert expected_calibration_error(conf, np.zeros(10)) == pytest.approx(0.9)
