@@ -49,14 +49,18 @@ def cmd_train(args) -> int:
 
     if args.resume:
         run(TrainConfig(), args.resume, resume=True)
-        return 0
-    cfg = TrainConfig.for_model(
-        args.model, epochs=args.epochs or (1 if args.dry_run else None), batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, val_split=args.val_split, augment=args.augment,
-        label_smoothing=args.label_smoothing, bf16=args.bf16, threads=args.threads,
-        dry_run=args.dry_run or None, data_dir=args.data_dir)
-    args.out = args.out or f"runs/{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
-    run(cfg, args.out, overwrite=args.overwrite)
+    else:
+        cfg = TrainConfig.for_model(
+            args.model, epochs=args.epochs or (1 if args.dry_run else None), batch_size=args.batch_size,
+            lr=args.lr, seed=args.seed, val_split=args.val_split, augment=args.augment,
+            label_smoothing=args.label_smoothing, bf16=args.bf16, threads=args.threads,
+            dry_run=args.dry_run or None, data_dir=args.data_dir)
+        args.out = args.out or f"runs/{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+        run(cfg, args.out, overwrite=args.overwrite)
+    if args.report:
+        from digitrec.report import write_report
+
+        write_report(args.resume or args.out)
     return 0
 
 
@@ -74,6 +78,22 @@ def cmd_evaluate(args) -> int:
     else:
         print(f"model {meta['architecture']} from {run_dir} (epoch {meta.get('epoch', '?')})")
         print(format_report(m))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from digitrec.report import write_report
+
+    write_report(args.run_dir, out=args.out, data_dir=args.data_dir)
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from digitrec.checkpoint import combine_checkpoints
+
+    meta = combine_checkpoints(args.run_dirs, args.out)
+    print(f"ensemble of {len(meta['members'])} models written to {args.out}; "
+          f"see its accuracy with: digitrec evaluate {args.out}")
     return 0
 
 
@@ -111,6 +131,8 @@ def build_parser() -> Parser:
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own config")
     p.add_argument("--dry-run", action="store_true", help="a few steps per epoch on small evaluations: a smoke test")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the figures and report.html into the run directory at the end (default: on)")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy, per-class figures and confusion matrix of a model")
@@ -118,6 +140,19 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
     p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("report", help="figures and an HTML report of a trained model",
+                       description="Evaluate a model on the MNIST test set and write curves.png, confusion.png, "
+                                   "samples.png, mistakes.png, per_class.png, calibration.png and report.html.")
+    p.add_argument("run_dir", nargs="?", help="run directory (default: the bundled model, with --out)")
+    p.add_argument("--out", help="folder for the figures and report.html (default: the run directory)")
+    p.add_argument("--data-dir", help="MNIST folder (default: the run's own, else $DIGITREC_DATA, else the user cache)")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("ensemble", help="combine trained runs into one model that averages their votes")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
+    p.add_argument("--out", required=True, help="folder for the ensemble checkpoint")
+    p.set_defaults(handler=cmd_ensemble)
 
     p = sub.add_parser("models", help="list the architectures and their training recipes")
     p.set_defaults(handler=cmd_models)
