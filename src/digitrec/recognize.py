@@ -1,0 +1,165 @@
+"""Read the digits in a picture: preprocessing (preprocess.py) + a trained model, as one object.
+
+Every front end (the `digitrec predict` command, the desktop and web apps, Python users) reads
+through a Recognizer, so they all see the same preprocessing and the same model.
+
+    >>> import digitrec
+    >>> rec = digitrec.load()                     # the bundled model; digitrec.load("runs/x") for yours
+    >>> reading = rec.read("photo.jpg")           # or an (H, W[, 3|4]) uint8 array, a PIL image, bytes
+    >>> reading.text, reading.digits[0].box, reading.digits[0].confidence
+    ('3141', (112, 80, 61, 98), 0.998)
+    >>> rec.classify(mnist_digits).shape          # uint8 (N, 28, 28) -> probabilities (N, 10)
+    (5, 10)
+
+The model is any callable from a float32 array (N, 1, 28, 28) in [0, 1] (white ink on black) to
+logits (N, 10); TorchBackend wraps a checkpoint's torch module, and other runtimes plug in the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from digitrec.checkpoint import load_checkpoint
+from digitrec.evaluate import as_batch
+from digitrec.preprocess import Picture, extract_digits, load_image
+
+LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
+TOP_K = 3  # alternatives kept per digit
+DECIMALS = 4  # probabilities in JSON
+
+Logits = Callable[[np.ndarray], np.ndarray]  # float32 (N, 1, 28, 28) -> logits (N, 10)
+
+
+@dataclass(frozen=True)
+class Digit:
+    label: int  # the digit read, 0-9
+    confidence: float  # the model's probability for it
+    box: tuple[int, int, int, int]  # (x, y, w, h) in the picture's pixels
+    top: list[tuple[int, float]]  # the likeliest labels with their probabilities, best first
+    line: int  # line of writing, 0 at the top
+    low_confidence: bool  # confidence below the recognizer's threshold: worth a second look
+    image: np.ndarray = field(repr=False, compare=False)  # (28, 28) uint8: what the model saw
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "confidence": round(self.confidence, DECIMALS), "box": list(self.box),
+                "top": [[label, round(p, DECIMALS)] for label, p in self.top]}
+
+
+@dataclass(frozen=True)
+class Reading:
+    text: str  # digits in reading order; lines joined by "\n"; "" when there are none
+    digits: list[Digit]  # in reading order
+    notes: tuple[str, ...] = ()  # things to tell the reader, e.g. only one frame of an animation read
+
+    def to_dict(self, file: str | None = None) -> dict:
+        """The `digitrec predict --json` object: {"file", "text", "digits": [{label, confidence, box, top}]}."""
+        head = {} if file is None else {"file": file}
+        return {**head, "text": self.text, "digits": [d.to_dict() for d in self.digits]}
+
+    @property
+    def lowest_confidence(self) -> float | None:
+        return min((d.confidence for d in self.digits), default=None)
+
+
+class TorchBackend:
+    """A torch module as a Logits callable: inference mode, no gradients, nothing kept between calls."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(x)).float().numpy()
+
+
+class Recognizer:
+    """Model + MNIST-style preprocessing. Read-only after construction: `read` may run in many threads.
+
+    >>> rec = Recognizer.from_checkpoint("runs/fast")
+    >>> rec.read(np.full((280, 280), 255, np.uint8)).text    # a blank canvas
+    ''
+    """
+
+    def __init__(self, logits: Logits, meta: dict | None = None, low_confidence: float = LOW_CONFIDENCE):
+        self.logits = logits
+        self.meta = meta or {}  # the checkpoint's model.json: architecture, metrics, ...
+        self.low_confidence = low_confidence
+
+    @classmethod
+    def from_checkpoint(cls, run_dir: str | os.PathLike | None = None, **kw) -> "Recognizer":
+        """Load a run directory's model (None: the bundled model)."""
+        model, meta = load_checkpoint(run_dir)
+        return cls(TorchBackend(model), meta, **kw)
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """uint8 digits (N, 28, 28), white on black -> float probabilities (N, 10).
+
+        >>> rec.classify(np.zeros((2, 28, 28), np.uint8)).sum(axis=1)
+        array([1., 1.], dtype=float32)
+        """
+        images = np.asarray(images)
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 digits of shape (N, 28, 28), got {images.dtype} {images.shape}")
+        if not len(images):
+            return np.zeros((0, 10), np.float32)
+        x = as_batch(images).numpy()  # (N, 1, 28, 28) float32 in [0, 1]
+        logits = np.asarray(self.logits(x), np.float32)  # (N, 10)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def read(self, source, top_k: int = TOP_K) -> Reading:
+        """Read every digit in a picture: a path, bytes, a PIL image or an array (H, W[, 3|4]).
+
+        Raises preprocess.ImageError (a UsageError) when the picture cannot be read.
+        """
+        picture = load_image(source)
+        crops = extract_digits(picture.pixels)
+        probs = self.classify(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
+        digits = []
+        for crop, p in zip(crops, probs):
+            order = np.argsort(-p)[:max(1, top_k)]
+            label, confidence = int(order[0]), float(p[order[0]])
+            digits.append(Digit(label, confidence, crop.box, [(int(k), float(p[k])) for k in order],
+                                crop.line, confidence < self.low_confidence, crop.image))
+        lines = [""] * (max((d.line for d in digits), default=-1) + 1)
+        for d in digits:
+            lines[d.line] += str(d.label)
+        return Reading("\n".join(lines), digits, picture.notes)
+
+
+def load(run_dir: str | os.PathLike | None = None, **kw) -> Recognizer:
+    """The Recognizer of a run directory, or of the model bundled with the package (None).
+
+    >>> digitrec.load().read("photo.jpg").text
+    '3141'
+    """
+    return Recognizer.from_checkpoint(run_dir, **kw)
+
+
+def draw_reading(pixels: np.ndarray | Picture, reading: Reading) -> np.ndarray:
+    """A copy of the picture (RGB uint8) with each digit's box and label drawn; doubtful ones in orange.
+
+    >>> cv2.imwrite("annotated.png", draw_reading(picture, reading)[:, :, ::-1])
+    """
+    if isinstance(pixels, Picture):
+        pixels = pixels.pixels
+    img = np.ascontiguousarray(np.asarray(pixels, np.uint8))
+    img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img.copy()
+    thick = max(1, round(max(img.shape[:2]) / 500))
+    for d in reading.digits:
+        x, y, w, h = d.box
+        colour = (255, 140, 0) if d.low_confidence else (0, 200, 0)
+        cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), colour, thick)
+        label = f"{d.label} {d.confidence:.2f}"
+        size = max(0.4, h / 80)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, size, thick)
+        ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
+        cv2.rectangle(img, (x, ty - th - base // 2 - 2), (x + tw + 2, ty + base // 2), colour, cv2.FILLED)
+        cv2.putText(img, label, (x + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), thick, cv2.LINE_AA)
+    return img
