@@ -31,3 +31,22 @@ def test_calibration_error():
     conf = np.array([0.9] * 10)
     assert expected_calibration_error(conf, np.array([1] * 9 + [0])) == pytest.approx(0.0)
     assert expected_calibration_error(conf, np.zeros(10)) == pytest.approx(0.9)
+
+
+def test_an_ensemble_of_runs_is_a_checkpoint_that_averages_votes(tiny_mnist, tmp_path):
+    from digitrec.checkpoint import combine_checkpoints, load_checkpoint
+    from digitrec.data import load_mnist
+    from digitrec.evaluate import predict_logits
+    from digitrec.train import TrainConfig, run
+
+    runs = []
+    for seed in (0, 1):
+        cfg = TrainConfig.for_model("fast", epochs=1, batch_size=32, val_split=60, seed=seed, data_dir=str(tiny_mnist))
+        run(cfg, tmp_path / f"r{seed}", log=lambda s: None)
+        runs.append(tmp_path / f"r{seed}")
+    combine_checkpoints(runs, tmp_path / "ens")
+    ens, meta = load_checkpoint(tmp_path / "ens")
+    assert meta["architecture"] == "ensemble" and len(meta["members"]) == 2
+    images = load_mnist(tiny_mnist).test_images
+    probs = [predict_logits(load_checkpoint(r)[0], images).softmax(1) for r in runs]
+    assert torch.allclose(predict_logits(ens, images).softmax(1), (probs[0] + probs[1]) / 2, atol=1e-5)

@@ -20,12 +20,13 @@ from safetensors.torch import save as st_save
 
 from digitrec.data import atomic_write_bytes
 from digitrec.errors import UsageError
-from digitrec.models import create_model
+from digitrec.models import Ensemble, create_model
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
 FORMAT = 1
 BUNDLED_DIR = Path(__file__).parent / "weights"
+ENSEMBLE = "ensemble"  # architecture name of a checkpoint that combines several trained models
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -94,13 +95,51 @@ def resolve_run_dir(run_dir: str | os.PathLike | None) -> Path:
     return run_dir
 
 
+def build_model(meta: dict, where: Path) -> torch.nn.Module:
+    """A fresh model of the architecture `meta` describes: a registered name, or an ensemble of them."""
+    if meta["architecture"] != ENSEMBLE:
+        return create_model(meta["architecture"])
+    members = meta.get("members")
+    if not isinstance(members, list) or not members:
+        raise UsageError(f"{where}: an ensemble checkpoint needs a non-empty list of members")
+    return Ensemble([create_model(m["architecture"]) for m in members])
+
+
+def combine_checkpoints(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """Write one ensemble checkpoint to `out` from several trained runs; returns its description.
+
+    >>> combine_checkpoints(["runs/a", "runs/b", "runs/c"], "runs/abc")["architecture"]
+    'ensemble'
+    """
+    if len(run_dirs) < 2:
+        raise UsageError("an ensemble needs at least two runs")
+    out = Path(out)
+    loaded = [load_checkpoint(d) for d in run_dirs]
+    for d, (_, meta) in zip(run_dirs, loaded):
+        if meta["architecture"] == ENSEMBLE:
+            raise UsageError(f"{d}: already an ensemble; give the runs it was made of")
+    model = Ensemble([m for m, _ in loaded])
+    members = [{"architecture": meta["architecture"], "config": meta.get("config"), "metrics": meta.get("metrics"),
+                "source": Path(d).name} for d, (_, meta) in zip(run_dirs, loaded)]
+    shas = {meta.get("train_sha256") for _, meta in loaded}
+    meta = {"architecture": ENSEMBLE, "members": members, "config": {"members": len(members)},
+            "train_sha256": shas.pop() if len(shas) == 1 else None, "metrics": {},
+            "digitrec_version": loaded[0][1].get("digitrec_version")}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create {out}: {e.strerror or e}") from None
+    save_checkpoint(out, model, meta)
+    return meta
+
+
 def load_checkpoint(run_dir: str | os.PathLike | None = None) -> tuple[torch.nn.Module, dict]:
     """Load a trained model (in eval mode) and its description; None loads the bundled model."""
     run_dir = resolve_run_dir(run_dir)
     meta = read_json(run_dir / META, "checkpoint description")
     if meta.get("format") != FORMAT or "architecture" not in meta:
         raise UsageError(f"{run_dir / META}: not a digitrec checkpoint description (format {meta.get('format')!r})")
-    model = create_model(meta["architecture"])
+    model = build_model(meta, run_dir / META)
     state = load_tensors(run_dir / WEIGHTS)
     try:
         model.load_state_dict(state)

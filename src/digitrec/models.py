@@ -12,6 +12,7 @@ MNIST) and returns logits (B, 10). Normalisation happens inside the model, so ca
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -126,3 +127,18 @@ def accurate() -> nn.Module:
         nn.Dropout(0.3),
         nn.Linear(128 * 4 * 4, 10),
     )
+
+
+class Ensemble(nn.Module):
+    """Several trained models voting: the mean of their probabilities, returned as log-probabilities.
+
+    Log-probabilities work wherever logits do (softmax gives the averaged probabilities back).
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        logp = torch.stack([m(x).float().log_softmax(1) for m in self.members])  # (M, B, 10)
+        return torch.logsumexp(logp, 0) - math.log(len(self.members))  # (B, 10)

@@ -1,0 +1,28 @@
+"""End to end on the real MNIST files: what a user gets from the README's commands."""
+
+import json
+import subprocess
+import sys
+
+from digitrec.cli import main
+
+
+def test_dry_run_train_then_evaluate_on_real_mnist(real_mnist, tmp_path, capsys):
+    out = tmp_path / "dry"
+    assert main(["train", "--model", "accurate", "--dry-run", "--data-dir", str(real_mnist), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "55000 training and 5000 validation images" in text and "dry run" in text
+    assert main(["evaluate", str(out), "--json", "--data-dir", str(real_mnist)]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["n"] == 10000 and sum(map(sum, m["confusion_matrix"])) == 10000
+
+
+def test_one_epoch_of_the_fast_model_reads_mnist(real_mnist, tmp_path):
+    """The README's promise: `digitrec train --model fast --epochs 1` is already a good reader."""
+    out = tmp_path / "fast"
+    r = subprocess.run([sys.executable, "-m", "digitrec.cli", "train", "--model", "fast", "--epochs", "1",
+                        "--data-dir", str(real_mnist), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_n"] == 10000 and metrics["test_accuracy"] >= 0.985
+    assert "test accuracy" in r.stdout
