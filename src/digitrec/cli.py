@@ -97,6 +97,13 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from digitrec.demo import make_demo
+
+    make_demo(args.out, model=args.model, gif=args.gif, data_dir=args.data_dir)
+    return 0
+
+
 def cmd_models(args) -> int:
     from digitrec.models import get_recipe, list_models
 
@@ -153,6 +160,15 @@ def build_parser() -> Parser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
     p.add_argument("--out", required=True, help="folder for the ensemble checkpoint")
     p.set_defaults(handler=cmd_ensemble)
+
+    p = sub.add_parser("demo", help="a short video of the model reading digits as they are written",
+                       description="Render a video (about 17 s): a number written stroke by stroke and read live, "
+                                   "then a sweep of MNIST test digits with what the model reads in each.")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
+    p.add_argument("--out", default="demo.mp4", help="video file, .mp4 (H.264) or .gif (default: demo.mp4)")
+    p.add_argument("--gif", action="store_true", help="also write a GIF beside the MP4")
+    p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
+    p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("models", help="list the architectures and their training recipes")
     p.set_defaults(handler=cmd_models)
