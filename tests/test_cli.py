@@ -122,3 +122,25 @@ def test_the_installed_command_reports_errors_without_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--epochs" in r.stderr
     r = subprocess.run([sys.executable, "-m", "digitrec.cli", "models"], capture_output=True, text=True)
     assert r.returncode == 0 and "accurate" in r.stdout and "baseline" in r.stdout
+
+
+def test_a_stopped_training_keeps_its_last_epoch_and_resumes(tiny_mnist, tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "digitrec.cli", "train", *TINY, "--epochs", "60", "--data-dir", str(tiny_mnist)]
+    proc = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 2/60"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert f"digitrec train --resume {out}" in err
+    kept = json.loads((out / "model.json").read_text())["epoch"]
+    assert 2 <= kept < 60 and not (out / "metrics.json").exists()
+    r = subprocess.run([sys.executable, "-m", "digitrec.cli", "train", "--resume", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"after epoch {kept} of 60" in r.stdout
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 60

@@ -80,3 +80,14 @@ def test_one_cycle_warms_up_then_decays():
     peak = lrs.index(max(lrs))
     assert 10 <= peak <= 20 and lrs[0] < 0.1 and lrs[-1] < 0.01
     assert lr_at(TrainConfig(lr=0.5, schedule="constant"), 0.7) == 0.5
+
+
+def test_two_trainings_never_write_one_folder(tiny_mnist, tmp_path):
+    import fcntl
+
+    out = tmp_path / "run"
+    run(tiny_config(tiny_mnist, epochs=1), out, log=lambda s: None)
+    with open(out / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UsageError, match="another digitrec train"):
+            run(TrainConfig(), out, resume=True, log=lambda s: None)

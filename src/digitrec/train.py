@@ -29,6 +29,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; training into one folder twice is not guarded there
+    fcntl = None
+
 from digitrec import __version__
 from digitrec.augment import augment_batch
 from digitrec.checkpoint import (META, WEIGHTS, load_tensors, read_json, save_checkpoint, save_tensors,
@@ -227,16 +232,35 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
         log: Callable[[str], None] = print, progress: bool | None = None) -> dict:
     """Train `cfg.model` on MNIST into the folder `out` and return the final metrics.
 
-    With resume=True, `cfg` is ignored in favour of the config saved in `out`, and training
-    continues after the last completed epoch. `progress` shows a progress bar (None: on a terminal).
+    With resume=True, the config saved in `out` is used (only `cfg.data_dir` and `cfg.threads`, where
+    set, replace the saved ones), and training continues after the last completed epoch. `progress` shows a progress bar (None: on a terminal).
     """
     out = Path(out)
     meta = None
     if resume:
-        cfg, meta = load_resume(out)
+        saved, meta = load_resume(out)
+        saved.data_dir, saved.threads = cfg.data_dir or saved.data_dir, cfg.threads or saved.threads
+        cfg = saved
     else:
         cfg.validate()
         prepare_out_dir(out, overwrite)
+    with exclusive(out):
+        return _fit(cfg, out, meta, log, progress)
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """Refuse to train into a folder that another training process is writing to."""
+    with open(out / ".lock", "a") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"{out} is being written by another digitrec train process") from None
+        yield
+
+
+def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], None], progress: bool | None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     use_bf16 = bf16_native() if cfg.bf16 is None else cfg.bf16
@@ -256,7 +280,7 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
 
     history: list[dict] = []
     start_epoch = 0
-    if resume:
+    if meta is not None:
         start_epoch, history = restore(out, model, opt, meta)
         log(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
     log("config: " + " ".join(f"{k}={v}" for k, v in asdict(cfg).items()))
