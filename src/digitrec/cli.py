@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from datetime import datetime
 
 from digitrec import __version__
@@ -48,7 +50,7 @@ def cmd_train(args) -> int:
     from digitrec.train import TrainConfig, run
 
     if args.resume:
-        run(TrainConfig(), args.resume, resume=True)
+        run(TrainConfig(data_dir=args.data_dir, threads=args.threads), args.resume, resume=True)
     else:
         cfg = TrainConfig.for_model(
             args.model, epochs=args.epochs or (1 if args.dry_run else None), batch_size=args.batch_size,
@@ -95,6 +97,77 @@ def cmd_ensemble(args) -> int:
     print(f"ensemble of {len(meta['members'])} models written to {args.out}; "
           f"see its accuracy with: digitrec evaluate {args.out}")
     return 0
+
+
+def cmd_predict(args) -> int:
+    import warnings
+    from io import BytesIO
+    from pathlib import Path
+
+    import torch
+    from PIL import Image
+
+    from digitrec.data import atomic_write_bytes
+    from digitrec.preprocess import IMAGE_SUFFIXES, ImageError, images_in, load_image
+    from digitrec.recognize import draw_reading, load
+
+    if args.top_k > 10:
+        raise UsageError(f"--top-k: there are only 10 digits, got {args.top_k}")
+    items = []  # (name shown, path, problem found before reading)
+    for arg in args.inputs:
+        if Path(arg).is_dir():
+            found = images_in(arg)
+            items += [(str(f), f, None) for f in found] or [(arg, None, f"no images ({' '.join(IMAGE_SUFFIXES)}) in this folder")]
+        else:
+            items.append((arg, Path(arg), None))
+    out = Path(args.annotate) if args.annotate else None
+    one_file = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
+    if one_file and len(items) > 1:
+        raise UsageError(f"--annotate {out}: give a folder when reading several images")
+    if out is not None:
+        try:
+            (out.parent if one_file else out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--annotate {out}: cannot create the folder ({e.strerror})") from None
+    # A few 28x28 digits per picture gain nothing from parallel kernels, and on a busy machine
+    # waiting for a second core costs more than the work.
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies
+    rec = load(args.model)
+
+    used, failed = set(), False
+    for name, path, problem in items:
+        try:
+            if problem:
+                raise ImageError(problem)
+            picture = load_image(path)
+            reading = rec.read(picture, top_k=args.top_k)
+            if out is not None:
+                target = out if one_file else out / f"{path.stem}-annotated.png"
+                for n in range(2, len(used) + 3):
+                    if target not in used:
+                        break
+                    target = out / f"{path.stem}-annotated-{n}.png"
+                used.add(target)
+                buf = BytesIO()
+                fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+                Image.fromarray(draw_reading(picture, reading)).save(buf, format=fmt)
+                try:
+                    atomic_write_bytes(target, buf.getvalue())
+                except OSError as e:
+                    raise ImageError(f"read, but the annotated copy could not be written to {target} ({e.strerror})") from None
+        except (ImageError, MemoryError) as e:
+            failed = True
+            message = str(e) if isinstance(e, ImageError) else "not enough memory to read it"
+            if args.json:
+                print(json.dumps({"file": name, "error": message}), flush=True)
+            else:
+                print(f"{name}: error: {message}", file=sys.stderr, flush=True)
+            continue
+        for note in reading.notes:
+            print(f"{name}: note: {note}", file=sys.stderr)
+        print(json.dumps(reading.to_dict(file=name)) if args.json else f"{name}: {reading.describe()}", flush=True)
+    return 1 if failed else 0
 
 
 def cmd_demo(args) -> int:
@@ -161,6 +234,19 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, help="folder for the ensemble checkpoint")
     p.set_defaults(handler=cmd_ensemble)
 
+    p = sub.add_parser("predict", help="read the handwritten digits in images",
+                       description="Read the digits in photos, scans and drawings, in reading order. "
+                                   "A folder stands for the images in it. Unreadable files are reported and "
+                                   "skipped; the exit status is then 1.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                   help="PNG, JPEG, BMP, TIFF, WebP or GIF files, or folders of them")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.add_argument("--annotate", metavar="OUT",
+                   help="write copies with boxes and labels drawn: into folder OUT, or to the file OUT for one image")
+    p.add_argument("--top-k", type=positive_int, default=3, help="alternatives listed per digit in --json (default 3)")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory (default: the bundled model)")
+    p.set_defaults(handler=cmd_predict)
+
     p = sub.add_parser("demo", help="a short video of the model reading digits as they are written",
                        description="Render a video (about 17 s): a number written stroke by stroke and read live, "
                                    "then a sweep of MNIST test digits with what the model reads in each.")
@@ -175,8 +261,14 @@ def build_parser() -> Parser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` and `timeout` stop as cleanly as Ctrl-C
     try:
         return args.handler(args)
     except UsageError as e:

@@ -123,6 +123,12 @@ def load_image(source) -> Picture:
     raise ImageError(f"cannot read an image from a {type(source).__name__}")
 
 
+def images_in(folder: str | os.PathLike) -> list[Path]:
+    """The picture files directly in a folder (known suffixes, not hidden), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+
+
 def _open(f) -> Picture:
     try:
         img = Image.open(f)
@@ -236,11 +242,16 @@ def find_ink(gray: np.ndarray) -> Ink:
     small = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     step = max(1, max(h, w) // 300)  # polarity and noise are judged on every step-th pixel
     grid = gray[::step, ::step].astype(np.float32)
-    dark = _dark_on_light(grid - _upscale(cv2.medianBlur(small, BG_WINDOW), *grid.shape[::-1]))
-    # Closing (opening for a board) wipes out strokes narrower than the window, where a median could
-    # be pulled towards the ink inside thick digits.
+    median = cv2.medianBlur(small, BG_WINDOW).astype(np.float32)
+    dark = _dark_on_light(grid - _upscale(median, *grid.shape[::-1]))
+    # A closing (an opening on a board) wipes out every stroke narrower than the window, where a
+    # median is pulled towards the ink inside thick digits; but near the picture's edge it cannot see
+    # past the border and brightens a shadow or vignette into ink, where the median is right.
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (BG_WINDOW, BG_WINDOW))
-    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
+    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN, kernel,
+                              borderType=cv2.BORDER_REPLICATE).astype(np.float32)
+    inside = np.minimum.outer(_edge_distance(small.shape[0]), _edge_distance(small.shape[1]))  # 0 at the edge, 1 inside
+    paper = inside * closed + (1 - inside) * median
     paper = _upscale(cv2.GaussianBlur(paper, (0, 0), BG_WINDOW / 4), w, h)
     # Ink over paper as a ratio: both are lit by the same light, so uneven lighting cancels.
     strength = (paper - gray) if dark else (gray - paper)
@@ -253,6 +264,15 @@ def find_ink(gray: np.ndarray) -> Ink:
     inked = strength[strength > threshold]
     level = float(np.percentile(inked, 75)) if inked.size else 0.0
     return Ink(strength, threshold, level, dark)
+
+
+def _edge_distance(n: int) -> np.ndarray:
+    """Per index: 0 within half a window radius of either end, rising to 1 one radius further in.
+
+    A closing is biased only within one radius of the edge, and by less the further in.
+    """
+    i = np.arange(n, dtype=np.float32)
+    return np.clip(np.minimum(i, n - 1 - i) / (BG_WINDOW // 2) - 0.5, 0, 1)
 
 
 def _upscale(small: np.ndarray, w: int, h: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from digitrec.preprocess import Picture, extract_digits, load_image
 
 LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
 TOP_K = 3  # alternatives kept per digit
-DECIMALS = 4  # probabilities in JSON
+DECIMALS = 4  # probabilities in JSON; smaller ones keep one significant digit (0.0004, 3e-06)
 
 Logits = Callable[[np.ndarray], np.ndarray]  # float32 (N, 1, 28, 28) -> logits (N, 10)
 
@@ -47,8 +47,12 @@ class Digit:
     image: np.ndarray = field(repr=False, compare=False)  # (28, 28) uint8: what the model saw
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "confidence": round(self.confidence, DECIMALS), "box": list(self.box),
-                "top": [[label, round(p, DECIMALS)] for label, p in self.top]}
+        return {"label": self.label, "confidence": _rounded(self.confidence), "box": [int(v) for v in self.box],
+                "top": [[label, _rounded(p)] for label, p in self.top]}
+
+
+def _rounded(p: float) -> float:
+    return round(p, DECIMALS) if p >= 10 ** -(DECIMALS - 1) else float(f"{p:.1g}")
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,19 @@ class Reading:
         head = {} if file is None else {"file": file}
         return {**head, "text": self.text, "digits": [d.to_dict() for d in self.digits]}
 
-    @property
-    def lowest_confidence(self) -> float | None:
-        return min((d.confidence for d in self.digits), default=None)
+    def describe(self) -> str:
+        """One line for people: '3141  (lowest confidence 0.97)'; two written lines show as '31 / 41'.
+
+        >>> reading.describe()
+        '3141  (lowest confidence 0.41; unsure of digit #2: 1 or 7)'
+        """
+        if not self.digits:
+            return "no digits found"
+        lowest = min(d.confidence for d in self.digits)
+        unsure = [f"#{i}: " + " or ".join(str(label) for label, _ in d.top[:2])
+                  for i, d in enumerate(self.digits, 1) if d.low_confidence]
+        detail = f"; unsure of digit {', '.join(unsure)}" if unsure else ""
+        return f"{self.text.replace(chr(10), ' / ')}  (lowest confidence {lowest:.2f}{detail})"
 
 
 class TorchBackend:
