@@ -29,8 +29,10 @@ from digitrec.train import DRY_RUN_EVAL, HISTORY, METRICS, read_history
 REPORT = "report.html"
 # File stem -> (heading, how to read it); the order of the page.
 FIGURES = {
-    "curves": ("Learning curves", "Loss and accuracy after each epoch on the training images and on the "
-               "held-out validation images. Validation close to training means the model did not overfit."),
+    "curves": ("Learning curves", "Loss and accuracy per epoch on the training images (averaged over the "
+               "epoch, while the model was still learning, and on augmented images if augmentation is on) and "
+               "on the held-out validation images (measured at the end of the epoch). Validation no worse "
+               "than training means the model did not overfit."),
     "confusion": ("Confusion matrix", "Rows are the true digits of the test images, columns what the model "
                   "read. The diagonal (green) counts right answers, every other cell (red) a kind of mistake."),
     "samples": ("Sample predictions", "Test digits with the digit the model read and how sure it was; "
