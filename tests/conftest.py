@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import digitrec
 from digitrec.data import FILES, write_idx
 
 REPO = Path(__file__).resolve().parents[1]
+BUNDLED = Path(digitrec.__file__).parent / "weights" / "model.json"
 
 
 def tiny_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,3 +48,15 @@ def real_mnist() -> Path:
     missing = [name for name, _ in FILES.values() if not (folder / name).is_file()]
     assert not missing, f"the real MNIST files are needed in {folder} (set DIGITREC_DATA): missing {missing}"
     return folder
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, real_mnist):
+    """The bundled model when the package has one (None), else a `fast` model trained here (seconds)."""
+    if BUNDLED.is_file():
+        return None
+    from digitrec.train import TrainConfig, run
+
+    out = tmp_path_factory.mktemp("model") / "fast"
+    run(TrainConfig.for_model("fast", data_dir=str(real_mnist)), out, log=lambda s: None, progress=False)
+    return out

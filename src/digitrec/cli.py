@@ -177,6 +177,35 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import ipaddress
+
+    import torch
+    import uvicorn
+
+    from digitrec.recognize import load
+    from digitrec.web.app import create_app, listen
+
+    sock = listen(args.host, args.port)
+    with sock:
+        # Each request reads a few 28x28 digits: one thread apiece, and the requests run side by side.
+        torch.set_num_threads(1)
+        rec = load(args.model)
+        limits = {key: round(value * 1e6) for key, value in (("max_upload_bytes", args.max_upload_mb),
+                                                              ("max_pixels", args.max_megapixels)) if value}
+        app = create_app(rec, **limits)
+        host, port = sock.getsockname()[:2]
+        accuracy = rec.meta.get("metrics", {}).get("test_accuracy")
+        about = f"model {rec.meta.get('architecture', '?')}" + (f", {accuracy:.2%} on MNIST's test set" if accuracy else "")
+        print(f"digitrec serve: {about}; open http://{f'[{host}]' if ':' in host else host}:{port}/ "
+              "(API docs at /docs); Ctrl-C stops", flush=True)
+        if not ipaddress.ip_address(host).is_loopback:
+            print("digitrec serve: note: listening beyond this machine; anyone who can reach it can use the page",
+                  flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    return 0
+
+
 def cmd_models(args) -> int:
     from digitrec.models import get_recipe, list_models
 
@@ -255,6 +284,17 @@ def build_parser() -> Parser:
     p.add_argument("--gif", action="store_true", help="also write a GIF beside the MP4")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
     p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("serve", help="a web page to draw or upload digits, and an HTTP API",
+                       description="Serve a page for drawing digits or uploading pictures, read live, and a JSON API "
+                                   "(POST /api/read, /api/classify; docs at /docs). Binds to this machine only "
+                                   "unless --host says otherwise.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
+    p.add_argument("--max-upload-mb", type=positive_float, help="largest picture accepted, in MB (default 10)")
+    p.add_argument("--max-megapixels", type=positive_float, help="largest picture accepted, in megapixels (default 40)")
+    p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("models", help="list the architectures and their training recipes")
     p.set_defaults(handler=cmd_models)

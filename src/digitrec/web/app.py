@@ -1,0 +1,364 @@
+"""The web app: a page to draw or upload digits, and a JSON API for programs, over one shared Recognizer.
+
+    >>> from digitrec.web.app import create_app
+    >>> app = create_app()                       # the bundled model; create_app(digitrec.load("runs/x"))
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)    # what `digitrec serve` does
+
+Routes: GET / (the page), POST /api/read, POST /api/classify, GET /api/health, GET /api/model, and the
+OpenAPI description at /openapi.json (browsable at /docs). Reading is CPU work, so it runs in worker
+threads, at most `workers` at a time; the Recognizer is read-only and shared by all of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import io
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, UploadFile
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from digitrec import __version__
+from digitrec.errors import UsageError
+from digitrec.preprocess import ImageError, load_image
+from digitrec.recognize import TOP_K, Recognizer, draw_reading, load
+
+MAX_UPLOAD_BYTES = 10_000_000  # largest picture accepted, in bytes
+MAX_PIXELS = 40_000_000  # largest picture accepted, in pixels: a 48-megapixel photo decodes to 144 MB
+MAX_CLASSIFY = 256  # most 28x28 digits in one /api/classify request
+ENVELOPE = 64 * 1024  # room in a request body for multipart headers or the JSON around the picture
+ANNOTATED_MAX_SIDE = 1600  # annotated pictures come back no larger than this
+ANNOTATED_PNG_PIXELS = 1_000_000  # smaller annotated pictures come back as PNG, larger ones as JPEG
+STATIC = Path(__file__).parent / "static"
+
+# The page and its files come from this server only; nothing is fetched from anywhere else.
+PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+               "form-action 'none'; frame-ancestors 'none'")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Request and response bodies
+
+
+class DigitOut(BaseModel):
+    label: int = Field(ge=0, le=9, description="the digit read")
+    confidence: float = Field(description="the model's probability for it")
+    box: tuple[int, int, int, int] = Field(description="x, y, width, height in the picture's pixels")
+    top: list[tuple[int, float]] = Field(description="the likeliest digits with their probabilities, best first")
+
+
+class ReadingOut(BaseModel):
+    """One line of `digitrec predict --json`, plus notes and the annotated picture when asked for."""
+
+    file: str | None = Field(None, description="the uploaded file's name, when it has one")
+    text: str = Field(description='digits in reading order; lines joined by "\\n"; "" when there are none')
+    digits: list[DigitOut]
+    notes: list[str] | None = Field(None, description="things worth knowing, e.g. only one frame of a GIF read")
+    annotated: str | None = Field(None, description="with ?annotate=true: the picture with boxes and labels, "
+                                                    "as a data: URL (PNG or JPEG, at most 1600 pixels a side)")
+
+
+class ImageIn(BaseModel):
+    image: str = Field(description="the picture file's bytes in base64, or a data: URL", examples=["iVBORw0KGgo..."])
+    file: str | None = Field(None, max_length=255, description="a name to echo back in the reading")
+
+
+Row = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=28, max_length=28)]
+Digit28 = Annotated[list[Row], Field(min_length=28, max_length=28)]
+
+
+class ClassifyIn(BaseModel):
+    images: list[Digit28] = Field(min_length=1, max_length=MAX_CLASSIFY,
+                                  description=f"1 to {MAX_CLASSIFY} digits, each 28 rows of 28 integers 0-255, "
+                                              "white ink on black like MNIST")
+
+
+class ClassifyOut(BaseModel):
+    labels: list[int] = Field(description="the likeliest digit of each image")
+    probabilities: list[list[float]] = Field(description="ten probabilities per image, for digits 0-9")
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_pixels: int
+    max_classify: int
+
+
+class ModelOut(BaseModel):
+    name: str = Field(description="the architecture, e.g. `accurate`")
+    test_accuracy: float | None = Field(description="accuracy on the MNIST test set, when the checkpoint records it")
+    version: str = Field(description="the digitrec package's version")
+    low_confidence: float = Field(description="digits read with a lower confidence are worth a second look")
+    limits: Limits
+
+
+class Health(BaseModel):
+    status: str = "ok"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The work behind the routes
+
+
+@dataclass
+class Service:
+    """What the routes share: the model, the limits, and the slots for readings running at once."""
+
+    recognizer: Recognizer
+    max_upload_bytes: int
+    max_pixels: int
+    slots: threading.BoundedSemaphore
+
+    def read(self, data: bytes, file: str | None, top_k: int, annotate: bool) -> dict:
+        """Picture bytes -> the ReadingOut object. Runs in a worker thread; raises HTTPException."""
+        status = self._check_header(data)
+        with self.slots:
+            try:
+                picture = load_image(data)
+                reading = self.recognizer.read(picture, top_k=top_k)
+            except ImageError as e:
+                raise HTTPException(status, f"cannot read the picture: {e}") from None
+            except MemoryError:
+                raise HTTPException(503, "not enough memory to read this picture now; try again or send a smaller one") from None
+            out = reading.to_dict(file=file)
+            if reading.notes:
+                out["notes"] = list(reading.notes)
+            if annotate:
+                out["annotated"] = data_url(draw_reading(picture, reading))
+        return out
+
+    def _check_header(self, data: bytes) -> int:
+        """Refuse pictures over the pixel limit from their header; the status for any other failure."""
+        limit = f"the {self.max_pixels / 1e6:g}-megapixel limit"
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+        except Image.DecompressionBombError:  # so large that Pillow will not even open it
+            raise HTTPException(413, f"the picture has more pixels than {limit}") from None
+        except UnidentifiedImageError:
+            return 415  # not a picture in a known format
+        except Exception:  # a damaged header: load_image says what is wrong, with a 422
+            return 422
+        if w * h > self.max_pixels:
+            raise HTTPException(413, f"the picture has {w}x{h} pixels, more than {limit}")
+        return 422
+
+    def classify(self, images: np.ndarray) -> dict:
+        with self.slots:
+            probs = self.recognizer.classify(images)  # (N, 10)
+        return {"labels": probs.argmax(1).tolist(), "probabilities": np.round(probs.astype(np.float64), 6).tolist()}
+
+
+def data_url(rgb: np.ndarray) -> str:
+    """An RGB uint8 picture as a data: URL, shrunk to ANNOTATED_MAX_SIDE; PNG when small, else JPEG."""
+    img = Image.fromarray(rgb)
+    img.thumbnail((ANNOTATED_MAX_SIDE, ANNOTATED_MAX_SIDE), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    if img.width * img.height <= ANNOTATED_PNG_PIXELS:
+        img.save(buf, "PNG")
+        mime = "image/png"
+    else:
+        img.save(buf, "JPEG", quality=88)
+        mime = "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+class BodyLimit:
+    """Answer 413 to request bodies over the limit without reading them whole.
+
+    A declared Content-Length over the limit is refused before a byte is read; a body sent without
+    one (chunked) is cut off as soon as what has arrived passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_upload_bytes: int):
+        self.app = app
+        self.max_upload_bytes = max_upload_bytes
+
+    def limit(self, content_type: str) -> int:
+        if content_type.startswith("multipart/"):
+            return self.max_upload_bytes + ENVELOPE
+        return 4 * -(-self.max_upload_bytes // 3) + ENVELOPE  # the picture in base64, in JSON
+
+    def message(self) -> str:
+        return f"the upload is larger than the {self.max_upload_bytes / 1e6:g} MB limit"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        limit = self.limit(headers.get("content-type", "").lower())
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            response = JSONResponse({"detail": self.message()}, status_code=413, headers={"Connection": "close"})
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, self.message(), headers={"Connection": "close"})
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The app
+
+
+READ_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary",
+                                    "description": "a PNG, JPEG, BMP, TIFF, WebP or GIF picture"}}}},
+        "application/json": {"schema": ImageIn.model_json_schema()},
+    },
+}
+ERRORS = {
+    413: {"description": "the upload is over the byte limit, or the picture over the pixel limit"},
+    415: {"description": "not a picture in a known format, or a body that is neither multipart nor JSON"},
+    422: {"description": "a damaged picture, bad JSON, or values out of range"},
+}
+
+
+def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               max_pixels: int = MAX_PIXELS, workers: int | None = None) -> FastAPI:
+    """The FastAPI app over one Recognizer (None: load the bundled model now, once).
+
+    `workers` caps the readings running at once (default: one per processor core); more requests
+    wait their turn rather than crowding the cores and memory.
+
+    >>> client = fastapi.testclient.TestClient(create_app(digitrec.load("runs/fast")))
+    >>> client.post("/api/read", files={"file": open("photo.jpg", "rb")}).json()["text"]
+    '3141'
+    """
+    if max_upload_bytes < 1 or max_pixels < 1:
+        raise ValueError("the upload and pixel limits must be positive")
+    app = FastAPI(
+        title="digitrec", version=__version__,
+        description="Read handwritten digits in pictures, or classify 28x28 MNIST-style digits. "
+                    "The page at / draws and uploads through this same API.")
+    app.state.service = Service(recognizer or load(), max_upload_bytes, max_pixels,
+                                threading.BoundedSemaphore(workers or os.cpu_count() or 1))
+    app.add_middleware(BodyLimit, max_upload_bytes=max_upload_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={
+            "Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"})
+
+    @app.post("/api/read", response_model=ReadingOut, response_model_exclude_none=True,
+              openapi_extra={"requestBody": READ_BODY}, responses=ERRORS, summary="Read the digits in a picture")
+    async def read(request: Request, svc: Annotated[Service, Depends(service)],
+                   top_k: Annotated[int, Query(ge=1, le=10, description="alternatives listed per digit")] = TOP_K,
+                   annotate: Annotated[bool, Query(description="also return the picture with boxes and labels")] = False):
+        """Send the picture as a multipart upload in the form field `file`, or as JSON
+        `{"image": "<base64>"}`. The answer is the object `digitrec predict --json` prints for a file."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            async with request.form(max_files=1, max_fields=10) as form:
+                upload = form.get("file")
+                if not isinstance(upload, UploadFile):
+                    raise HTTPException(422, "send the picture in the form field 'file'")
+                data, file = await upload.read(svc.max_upload_bytes + 1), upload.filename
+        elif kind == "application/json" or kind.endswith("+json"):
+            body = parse_json(ImageIn, await request.body())
+            data, file = decode_base64(body.image), body.file
+        else:
+            raise HTTPException(415, "send multipart/form-data with the picture in the field 'file', "
+                                     'or application/json {"image": "<base64>"}')
+        if len(data) > svc.max_upload_bytes:
+            raise HTTPException(413, f"the picture is larger than the {svc.max_upload_bytes / 1e6:g} MB limit")
+        return await run_in_threadpool(svc.read, data, file, top_k, annotate)
+
+    @app.post("/api/classify", response_model=ClassifyOut, summary="Classify 28x28 MNIST-style digits")
+    async def classify(body: ClassifyIn, svc: Annotated[Service, Depends(service)]):
+        """Probabilities of digits 0-9 for each of up to 256 ready-made 28x28 digits (white on black)."""
+        return await run_in_threadpool(svc.classify, np.array(body.images, np.uint8))
+
+    @app.get("/api/health", response_model=Health, summary="Is the server up")
+    def health():
+        return Health()
+
+    @app.get("/api/model", response_model=ModelOut, summary="The model in use and the server's limits")
+    def model(svc: Annotated[Service, Depends(service)]):
+        meta = svc.recognizer.meta
+        return ModelOut(name=meta.get("architecture", "unknown"),
+                        test_accuracy=meta.get("metrics", {}).get("test_accuracy"), version=__version__,
+                        low_confidence=svc.recognizer.low_confidence,
+                        limits=Limits(max_upload_bytes=svc.max_upload_bytes, max_pixels=svc.max_pixels,
+                                      max_classify=MAX_CLASSIFY))
+
+    return app
+
+
+def parse_json(model: type[BaseModel], body: bytes) -> BaseModel:
+    """Validate a JSON body the way FastAPI does for declared bodies: problems become a 422."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])}
+                                      for err in e.errors(include_url=False)]) from None
+
+
+def decode_base64(text: str) -> bytes:
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, "image: not valid base64") from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port (0: any free port), or a UsageError that says why it cannot be.
+
+    >>> sock = listen("127.0.0.1", 0); sock.getsockname()
+    ('127.0.0.1', 40537)
+    """
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: ports go from 1 to 65535 (0 picks a free one)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host}: not an address to listen on ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Like other servers: a port still draining old connections can be taken at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is already in use; choose another with --port") from None
+        if e.errno == errno.EACCES:
+            raise UsageError(f"no permission to listen on port {port} on {host}; choose a port above 1023") from None
+        raise UsageError(f"cannot listen on {host} port {port} ({e.strerror or e})") from None
+    return sock

@@ -1,0 +1,371 @@
+// The digitrec page: a drawing pad read live as you write, and pictures read by upload or drag-and-drop.
+// Everything goes through the same HTTP API that programs use (POST /api/read); nothing is read here.
+"use strict";
+
+const PEN = 0.06;          // pen width, as a fraction of the pad's height: a thick felt tip
+const LIVE_MS = 250;       // while a stroke is drawn, ask for a reading at most this often
+const MAX_RATIO = 2;       // pad pixels per CSS pixel at most: sharp on phones, small uploads
+
+const settings = { maxUploadBytes: 10_000_000, lowConfidence: 0.7 };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function percent(p) {
+  return p < 0.001 ? "<0.1%" : `${(100 * p).toFixed(1)}%`;
+}
+
+function megabytes(n) {
+  return `${+(n / 1e6).toFixed(1)} MB`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Talking to the server
+
+async function postPicture(blob, name, annotate) {
+  const form = new FormData();
+  form.append("file", blob, name);
+  let response;
+  try {
+    response = await fetch(`/api/read?top_k=3${annotate ? "&annotate=true" : ""}`, { method: "POST", body: form });
+  } catch {
+    throw new Error("Cannot reach the server. Is `digitrec serve` still running?");
+  }
+  let body = null;
+  try { body = await response.json(); } catch { /* not JSON: the status line says enough */ }
+  if (!response.ok) {
+    const detail = body && body.detail;
+    const text = typeof detail === "string" ? detail
+      : Array.isArray(detail) && detail.length ? detail[0].msg
+      : `the server answered ${response.status} ${response.statusText}`;
+    throw new Error(text.charAt(0).toUpperCase() + text.slice(1));
+  }
+  return body;
+}
+
+async function loadSettings() {
+  try {
+    const response = await fetch("/api/model");
+    if (!response.ok) return;
+    const model = await response.json();
+    settings.maxUploadBytes = model.limits.max_upload_bytes;
+    settings.lowConfidence = model.low_confidence;
+    $("size-limit").textContent = `up to ${megabytes(settings.maxUploadBytes)}`;
+    const accuracy = model.test_accuracy == null ? "" : ` · ${(100 * model.test_accuracy).toFixed(2)}% on MNIST's test digits`;
+    $("model-info").textContent = `model ${model.name}${accuracy} · digitrec ${model.version}`;
+  } catch { /* the page works with the defaults */ }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Showing a reading: the number, and a card per digit with its three likeliest labels
+
+function isUnsure(digit) {
+  return digit.confidence < settings.lowConfidence;
+}
+
+function digitCard(digit) {
+  const card = el("li", isUnsure(digit) ? "digit unsure" : "digit");
+  const others = digit.top.slice(1).map(([label, p]) => `${label} ${percent(p)}`).join(", ");
+  card.setAttribute("aria-label", `${digit.label}, ${percent(digit.confidence)} sure; then ${others}`);
+  card.append(el("span", "big", String(digit.label)));
+  const bars = el("div", "bars");
+  for (const [label, p] of digit.top) {
+    const bar = el("div", "bar");
+    const track = el("span", "track");
+    const fill = el("span", "fill");
+    fill.style.width = `${Math.max(1, 100 * p)}%`;
+    track.append(fill);
+    bar.append(el("span", "", String(label)), track, el("span", "pct", percent(p)));
+    bars.append(bar);
+  }
+  card.append(bars);
+  return card;
+}
+
+function showReading(prefix, reading, extra = {}) {
+  const text = $(`${prefix}-text`);
+  const status = $(`${prefix}-status`);
+  text.textContent = reading.text;
+  Object.assign(text.dataset, { state: "done", ...extra });
+  status.classList.remove("error");
+  const unsure = reading.digits.filter(isUnsure).length;
+  const notes = (reading.notes || []).join("; ");
+  status.textContent = !reading.digits.length ? "No digits found. Write larger, or with darker ink."
+    : (unsure ? `${unsure} uncertain ${unsure === 1 ? "digit" : "digits"}, shown in orange.`
+      : `${reading.digits.length} ${reading.digits.length === 1 ? "digit" : "digits"}.`) + (notes ? ` Note: ${notes}.` : "");
+  $(`${prefix}-digits`).replaceChildren(...reading.digits.map(digitCard));
+}
+
+function showProblem(prefix, message) {
+  const text = $(`${prefix}-text`);
+  text.textContent = "";
+  text.dataset.state = "error";
+  const status = $(`${prefix}-status`);
+  status.textContent = message;
+  status.classList.add("error");
+  $(`${prefix}-digits`).replaceChildren();
+}
+
+function showEmpty(prefix, message) {
+  const text = $(`${prefix}-text`);
+  text.textContent = "";
+  text.dataset.state = "empty";
+  const status = $(`${prefix}-status`);
+  status.textContent = message;
+  status.classList.remove("error");
+  $(`${prefix}-digits`).replaceChildren();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The drawing pad
+
+const pad = $("pad");
+const overlay = $("overlay");
+const ink = pad.getContext("2d");
+const marks = overlay.getContext("2d");
+const strokes = [];        // each a list of [x, y] in CSS pixels of the pad
+let current = null;        // the stroke being drawn: { id, points }
+let shown = null;          // the reading on the pad now, with the pad width it was read at
+let generation = 0;        // bumped when the drawing changes under a reading in flight
+let inFlight = false, again = false, lastAsked = 0, liveTimer = 0;
+
+function padSize() {
+  return { w: pad.clientWidth, h: pad.clientHeight };
+}
+
+function fitPad() {
+  const ratio = Math.min(window.devicePixelRatio || 1, MAX_RATIO);
+  const { w, h } = padSize();
+  const width = Math.round(w * ratio), height = Math.round(h * ratio);
+  if (!width || !height || (pad.width === width && pad.height === height)) return;
+  const before = pad.width ? pad.width / ratio : w;
+  const k = w / before;    // a turned phone: keep the writing where it was on the pad
+  if (k !== 1) for (const stroke of strokes) for (const point of stroke) { point[0] *= k; point[1] *= k; }
+  pad.width = overlay.width = width;
+  pad.height = overlay.height = height;
+  paint();
+  if (strokes.length) askSoon(0); else clearMarks();
+}
+
+function paint() {
+  const ratio = pad.width / padSize().w;
+  ink.setTransform(1, 0, 0, 1, 0, 0);
+  ink.fillStyle = "#fff";
+  ink.fillRect(0, 0, pad.width, pad.height);
+  ink.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ink.strokeStyle = ink.fillStyle = "#1c2333";
+  ink.lineWidth = PEN * padSize().h;
+  ink.lineCap = ink.lineJoin = "round";
+  for (const points of strokes) {
+    ink.beginPath();
+    ink.moveTo(points[0][0], points[0][1]);
+    if (points.length === 1) ink.lineTo(points[0][0] + 0.01, points[0][1]);  // a dot
+    for (let i = 1; i < points.length - 1; i++) {   // smooth: curves through the midpoints
+      const [x, y] = points[i], [nx, ny] = points[i + 1];
+      ink.quadraticCurveTo(x, y, (x + nx) / 2, (y + ny) / 2);
+    }
+    if (points.length > 1) ink.lineTo(...points[points.length - 1]);
+    ink.stroke();
+  }
+  $("pad-box").classList.toggle("inked", strokes.length > 0);
+  $("undo").disabled = $("clear").disabled = strokes.length === 0;
+}
+
+function clearMarks() {
+  marks.clearRect(0, 0, overlay.width, overlay.height);
+}
+
+function drawMarks() {
+  clearMarks();
+  if (!shown) return;
+  const k = overlay.width / shown.width;
+  const ratio = overlay.width / padSize().w;
+  const size = Math.round(13 * ratio);
+  marks.font = `600 ${size}px system-ui, sans-serif`;
+  marks.lineWidth = 2 * ratio;
+  for (const digit of shown.reading.digits) {
+    const [x, y, w, h] = digit.box.map((v) => v * k);
+    const colour = isUnsure(digit) ? "#ea8a00" : "#16a34a";
+    const pad4 = 4 * ratio;
+    marks.strokeStyle = colour;
+    marks.beginPath();
+    marks.roundRect(x - pad4, y - pad4, w + 2 * pad4, h + 2 * pad4, 6 * ratio);
+    marks.stroke();
+    const label = `${digit.label}  ${Math.round(100 * digit.confidence)}%`;
+    const tw = marks.measureText(label).width + 10 * ratio, th = size + 8 * ratio;
+    const ty = y - pad4 - th - 2 * ratio >= 0 ? y - pad4 - th - 2 * ratio : Math.min(y + h + pad4 + 2 * ratio, overlay.height - th);
+    marks.fillStyle = colour;
+    marks.beginPath();
+    marks.roundRect(x - pad4, ty, tw, th, 5 * ratio);
+    marks.fill();
+    marks.fillStyle = "#fff";
+    marks.textBaseline = "middle";
+    marks.fillText(label, x - pad4 + 5 * ratio, ty + th / 2 + ratio);
+  }
+}
+
+// Readings: at most one request in flight; a change meanwhile asks again once it is back.
+async function askNow() {
+  if (inFlight) { again = true; return; }
+  if (!strokes.length) return;
+  inFlight = true;
+  again = false;
+  lastAsked = performance.now();
+  const asked = generation;
+  const drawn = current ? "partial" : String(strokes.length);
+  const width = pad.width;
+  $("draw-text").dataset.state = "busy";
+  try {
+    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const reading = await postPicture(blob, "drawing.png", false);
+    if (asked === generation) {
+      shown = { reading, width };
+      showReading("draw", reading, { strokes: drawn });
+      drawMarks();
+    }
+  } catch (error) {
+    if (asked === generation) { shown = null; clearMarks(); showProblem("draw", error.message); }
+  } finally {
+    inFlight = false;
+    if (again && strokes.length) askNow();
+  }
+}
+
+function askSoon(delay) {
+  clearTimeout(liveTimer);
+  liveTimer = setTimeout(() => { liveTimer = 0; askNow(); }, delay);
+}
+
+function drawingChanged() {
+  generation++;
+  paint();
+  if (strokes.length) {
+    askNow();
+  } else {
+    shown = null;
+    clearMarks();
+    showEmpty("draw", "Several digits side by side, or on two lines, are fine.");
+  }
+}
+
+function pointOf(event) {
+  const r = pad.getBoundingClientRect();
+  return [event.clientX - r.left, event.clientY - r.top];
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (current || (event.pointerType === "mouse" && event.button !== 0)) return;
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  current = { id: event.pointerId, points: [pointOf(event)] };
+  strokes.push(current.points);
+  paint();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!current || event.pointerId !== current.id) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of events.length ? events : [event]) current.points.push(pointOf(e));
+  paint();
+  if (!liveTimer) askSoon(Math.max(0, LIVE_MS - (performance.now() - lastAsked)));
+});
+
+function endStroke(event) {
+  if (!current || event.pointerId !== current.id) return;
+  current = null;
+  clearTimeout(liveTimer);
+  liveTimer = 0;
+  drawingChanged();
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+function undo() {
+  if (current || !strokes.length) return;
+  strokes.pop();
+  drawingChanged();
+}
+
+$("undo").addEventListener("click", undo);
+$("clear").addEventListener("click", () => {
+  if (current) return;
+  strokes.length = 0;
+  drawingChanged();
+});
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z" && !event.shiftKey) {
+    event.preventDefault();
+    undo();
+  }
+});
+new ResizeObserver(fitPad).observe(pad);
+
+// ---------------------------------------------------------------------------------------------------
+// Pictures: the file picker or a file dropped on the card
+
+const input = $("file");
+const drop = $("drop");
+const figure = $("figure");
+const picture = $("annotated");
+let uploads = 0;           // only the latest picture's answer is shown
+
+async function readPicture(file) {
+  if (!file) return;
+  if (file.size > settings.maxUploadBytes) {
+    showProblem("upload", `${file.name} is ${megabytes(file.size)}; pictures up to ${megabytes(settings.maxUploadBytes)} can be read.`);
+    return;
+  }
+  const mine = ++uploads;
+  const preview = URL.createObjectURL(file);
+  picture.src = preview;
+  figure.hidden = false;
+  figure.classList.add("busy");
+  drop.hidden = true;
+  $("upload-text").dataset.state = "busy";
+  $("upload-status").classList.remove("error");
+  $("upload-status").textContent = `Reading ${file.name}…`;
+  try {
+    const reading = await postPicture(file, file.name, true);
+    if (mine !== uploads) return;
+    picture.src = reading.annotated;
+    showReading("upload", reading);
+  } catch (error) {
+    if (mine !== uploads) return;
+    figure.hidden = true;
+    drop.hidden = false;
+    showProblem("upload", `${file.name}: ${error.message}`);
+  } finally {
+    if (mine === uploads) figure.classList.remove("busy");
+    URL.revokeObjectURL(preview);
+  }
+}
+
+input.addEventListener("change", () => {
+  readPicture(input.files[0]);
+  input.value = "";   // choosing the same file again reads it again
+});
+$("another").addEventListener("click", () => input.click());
+
+const uploadCard = $("upload");
+uploadCard.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
+uploadCard.addEventListener("dragleave", (event) => {
+  if (!uploadCard.contains(event.relatedTarget)) drop.classList.remove("over");
+});
+uploadCard.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  readPicture(event.dataTransfer.files[0]);
+});
+// A file dropped beside the card must not replace the page with the picture.
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+
+loadSettings();
