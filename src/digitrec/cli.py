@@ -179,9 +179,11 @@ def cmd_demo(args) -> int:
 
 def cmd_serve(args) -> int:
     import ipaddress
+    import warnings
 
     import torch
     import uvicorn
+    from PIL import Image
 
     from digitrec.recognize import load
     from digitrec.web.app import create_app, listen
@@ -190,6 +192,7 @@ def cmd_serve(args) -> int:
     with sock:
         # Each request reads a few 28x28 digits: one thread apiece, and the requests run side by side.
         torch.set_num_threads(1)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the server's own pixel limit applies
         rec = load(args.model)
         limits = {key: round(value * 1e6) for key, value in (("max_upload_bytes", args.max_upload_mb),
                                                               ("max_pixels", args.max_megapixels)) if value}
@@ -289,11 +292,11 @@ def build_parser() -> Parser:
                        description="Serve a page for drawing digits or uploading pictures, read live, and a JSON API "
                                    "(POST /api/read, /api/classify; docs at /docs). Binds to this machine only "
                                    "unless --host says otherwise.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    p.add_argument("--port", type=int, default=8000, metavar="N", help="port (default 8000; 0 picks a free one)")
     p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
-    p.add_argument("--max-upload-mb", type=positive_float, help="largest picture accepted, in MB (default 10)")
-    p.add_argument("--max-megapixels", type=positive_float, help="largest picture accepted, in megapixels (default 40)")
+    p.add_argument("--max-upload-mb", type=positive_float, metavar="MB", help="largest picture accepted, in MB (default 10)")
+    p.add_argument("--max-megapixels", type=positive_float, metavar="N", help="largest picture accepted, in megapixels (default 40)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("models", help="list the architectures and their training recipes")
