@@ -33,11 +33,13 @@ MAX_PIXELS = 100_000_000  # refuse larger images from their header, before decod
 
 # Finding the ink.
 WORK_MAX_SIDE = 1600  # larger pictures are searched at this size (boxes are mapped back)
-BG_SMALL_SIDE = 48  # the lighting is estimated on a copy this small (shorter side) ...
-BG_WINDOW = 15  # ... with filters this wide there: a third of the picture, wider than any stroke
+BG_SMALL_SIDE = 96  # the paper's brightness is estimated on a copy this small (shorter side) ...
+BG_WINDOW = 31  # ... with filters this wide there: a third of the picture, wider than any stroke
+BLOB_FILL = 0.15  # a median this much darker than a closing (lighter on a board) may sit inside a thick stroke
+EDGE_STEP = 0.25  # paper brightness changing this much from one cell to the next: an edge (a page on a desk)
 NOISE_SIGMAS = 4.0  # ink must stand this many noise deviations above the paper
 MIN_CONTRAST = 0.1  # and be at least this much darker than the paper around it (lighter on a board)
-MASK_LEVEL = 0.25  # strokes are where ink exceeds this fraction of the typical ink strength
+MASK_LEVEL = 0.12  # strokes are where ink exceeds this fraction of the typical ink strength
 PAPER_FLOOR = 16  # grey level below which a board counts as this bright (ink is a ratio to it)
 
 # Telling digits from other marks (sizes in pixels of the searched picture).
@@ -244,18 +246,12 @@ def find_ink(gray: np.ndarray) -> Ink:
     grid = gray[::step, ::step].astype(np.float32)
     median = cv2.medianBlur(small, BG_WINDOW).astype(np.float32)
     dark = _dark_on_light(grid - _upscale(median, *grid.shape[::-1]))
-    # A closing (an opening on a board) wipes out every stroke narrower than the window, where a
-    # median is pulled towards the ink inside thick digits; but near the picture's edge it cannot see
-    # past the border and brightens a shadow or vignette into ink, where the median is right.
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (BG_WINDOW, BG_WINDOW))
-    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN, kernel,
-                              borderType=cv2.BORDER_REPLICATE).astype(np.float32)
-    inside = np.minimum.outer(_edge_distance(small.shape[0]), _edge_distance(small.shape[1]))  # 0 at the edge, 1 inside
-    paper = inside * closed + (1 - inside) * median
-    paper = _upscale(cv2.GaussianBlur(paper, (0, 0), BG_WINDOW / 4), w, h)
+    paper, edges = _paper(small, median, dark)
     # Ink over paper as a ratio: both are lit by the same light, so uneven lighting cancels.
+    paper = _upscale(paper, w, h)
     strength = (paper - gray) if dark else (gray - paper)
     strength /= np.maximum(paper, PAPER_FLOOR)
+    strength[_upscale(edges, w, h) > 0] = 0
     sample = strength[::step, ::step]
     centre = float(np.median(sample))
     strength -= centre
@@ -266,13 +262,41 @@ def find_ink(gray: np.ndarray) -> Ink:
     return Ink(strength, threshold, level, dark)
 
 
-def _edge_distance(n: int) -> np.ndarray:
-    """Per index: 0 within half a window radius of either end, rising to 1 one radius further in.
+def _paper(small: np.ndarray, median: np.ndarray, dark: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's brightness in a small copy of the picture, and where it has an edge (no ink read there).
 
-    A closing is biased only within one radius of the edge, and by less the further in.
+    The median of a wide window is the paper wherever ink covers less than half of it, and it keeps
+    the edges of a page on a desk. Inside a thick stroke or a filled loop the ink wins the vote. A
+    closing (an opening on a board) wipes out anything narrower than the window, so where it disagrees
+    with the median, clear of the picture's border, the median is inside ink: there the paper is
+    filled in from around. (Along the border the closing is wrong instead: it cannot see past it, and
+    it fills in a strip of desk beside a page.)
     """
-    i = np.arange(n, dtype=np.float32)
-    return np.clip(np.minimum(i, n - 1 - i) / (BG_WINDOW // 2) - 0.5, 0, 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (BG_WINDOW, BG_WINDOW))
+    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN, kernel,
+                              borderType=cv2.BORDER_REPLICATE).astype(np.float32)
+    # Disagreements that matter: beyond the noise (a closing of noise is biased by a few deviations)
+    # and a good part of the ink's contrast (a median inside ink jumps most of the way to the ink).
+    away = small - median
+    noise = 1.4826 * float(np.median(np.abs(away))) + 1
+    contrast = float(np.percentile(-away if dark else away, 99.5))
+    pulled = np.abs(closed - median) > np.maximum(BLOB_FILL * np.maximum(closed, PAPER_FLOOR),
+                                                  max(NOISE_SIGMAS * noise, BLOB_FILL * contrast))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(pulled.astype(np.uint8), connectivity=8)
+    x, y, bw, bh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    inside = (x > 0) & (y > 0) & (x + bw < small.shape[1]) & (y + bh < small.shape[0])
+    inside[0] = False
+    paper = median.astype(np.uint8)
+    if inside.any():
+        holes = cv2.dilate(inside[labels].astype(np.uint8), np.ones((5, 5), np.uint8))  # with the rim
+        paper = cv2.inpaint(paper, holes, 3, cv2.INPAINT_TELEA)
+    paper = paper.astype(np.float32)
+    # A sharp step in the paper's brightness, as large as the ink's contrast, is the edge of an object
+    # (a page on a desk), not light.
+    grad = cv2.morphologyEx(paper, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    step = np.maximum(EDGE_STEP * np.maximum(paper, PAPER_FLOOR), max(NOISE_SIGMAS * noise, EDGE_STEP * 2 * contrast))
+    edges = cv2.dilate((grad > step).astype(np.uint8), np.ones((3, 3), np.uint8))
+    return paper, edges
 
 
 def _upscale(small: np.ndarray, w: int, h: int) -> np.ndarray:
