@@ -120,6 +120,24 @@ def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
 
 
+def _draw_pen(d: ImageDraw.ImageDraw, x: float, y: float, down: bool) -> None:
+    """A pen leaning right with its tip at (x, y); lifted, it floats above its shadow."""
+    if not down:
+        d.ellipse((x - 7, y - 4, x + 7, y + 4), fill=(214, 216, 222))
+        y -= 14
+    tip, u, n = np.array([x, y]), np.array([0.5, -0.866]), np.array([0.866, 0.5])  # along and across the pen
+    base, end = tip + 24 * u, tip + 124 * u
+
+    def poly(*points):
+        return [tuple(p) for p in points]
+
+    d.polygon(poly(tip, base + 7 * n, base - 7 * n), fill=(168, 172, 182))  # the metal cone
+    d.polygon(poly(tip, tip + 6 * u + 2 * n, tip + 6 * u - 2 * n), fill=INK)  # the nib, wet with ink
+    d.polygon(poly(base + 8 * n, base - 8 * n, end - 8 * n, end + 8 * n), fill=(38, 44, 58))  # the barrel
+    d.line(poly(base + 30 * u + 3 * n, end - 6 * u + 3 * n), fill=(96, 104, 122), width=3)  # a highlight
+    d.ellipse((end[0] - 8, end[1] - 8, end[0] + 8, end[1] + 8), fill=(38, 44, 58))
+
+
 @dataclass(frozen=True)
 class Stroke:
     points: np.ndarray  # (N, 2) canvas points in writing order
@@ -237,12 +255,7 @@ class Frames:
             d.rounded_rectangle((tx, ty, tx + d.textlength(tag, font=self.font(20, True)) + 14, ty + 28), 5, fill=colour)
             d.text((tx + 7, ty + 3), tag, font=self.font(20, True), fill=(255, 255, 255))
         if pen is not None:
-            px, py = x + pen[0], y + pen[1]
-            lift = 0 if down else 10  # a lifted pen floats above the paper
-            d.line((px + 6, py - 8 - lift, px + 54, py - 86 - lift), fill=(60, 64, 72), width=12)
-            d.line((px, py - lift, px + 8, py - 12 - lift), fill=(30, 30, 30), width=6)
-            if not down:
-                d.ellipse((px - 4, py - 4, px + 4, py + 4), fill=(200, 200, 205))
+            _draw_pen(d, x + pen[0], y + pen[1], down)
         self._panel(d, reading, pen)
         return np.asarray(img)
 
