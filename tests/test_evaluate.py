@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from digitrec.evaluate import confusion_matrix, expected_calibration_error, format_report, metrics_from_logits
+from digitrec.evaluate import (confusion_matrix, expected_calibration_error, fit_temperature, format_report,
+                               metrics_from_logits)
 
 
 def test_confusion_matrix_and_per_class_figures():
@@ -48,5 +49,16 @@ def test_an_ensemble_of_runs_is_a_checkpoint_that_averages_votes(tiny_mnist, tmp
     ens, meta = load_checkpoint(tmp_path / "ens")
     assert meta["architecture"] == "ensemble" and len(meta["members"]) == 2
     images = load_mnist(tiny_mnist).test_images
-    probs = [predict_logits(load_checkpoint(r)[0], images).softmax(1) for r in runs]
+    # Members vote with their raw logits, before their own calibration.
+    probs = [predict_logits(load_checkpoint(r)[0].model, images).softmax(1) for r in runs]
     assert torch.allclose(predict_logits(ens, images).softmax(1), (probs[0] + probs[1]) / 2, atol=1e-5)
+
+
+def test_temperature_tames_overconfident_logits():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (2000,))
+    logits = torch.randn(2000, 10)
+    logits[torch.arange(2000), labels] += 2.0  # right about 60% of the time...
+    t = fit_temperature(logits * 4, labels)  # ...but four times too sure of itself
+    assert t > 1.5
+    assert metrics_from_logits(logits * 4 / t, labels)["ece"] < metrics_from_logits(logits * 4, labels)["ece"] / 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -20,7 +21,7 @@ from safetensors.torch import save as st_save
 
 from digitrec.data import atomic_write_bytes
 from digitrec.errors import UsageError
-from digitrec.models import Ensemble, create_model
+from digitrec.models import Ensemble, TemperatureScaled, create_model
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -105,8 +106,11 @@ def build_model(meta: dict, where: Path) -> torch.nn.Module:
     return Ensemble([create_model(m["architecture"]) for m in members])
 
 
-def combine_checkpoints(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> dict:
+def combine_checkpoints(run_dirs: list[str | os.PathLike], out: str | os.PathLike,
+                        temperature: Callable[[torch.nn.Module, dict], float] | None = None) -> dict:
     """Write one ensemble checkpoint to `out` from several trained runs; returns its description.
+
+    `temperature(ensemble, first_member_meta)`, if given, fits the ensemble's probability temperature.
 
     >>> combine_checkpoints(["runs/a", "runs/b", "runs/c"], "runs/abc")["architecture"]
     'ensemble'
@@ -118,13 +122,15 @@ def combine_checkpoints(run_dirs: list[str | os.PathLike], out: str | os.PathLik
     for d, (_, meta) in zip(run_dirs, loaded):
         if meta["architecture"] == ENSEMBLE:
             raise UsageError(f"{d}: already an ensemble; give the runs it was made of")
-    model = Ensemble([m for m, _ in loaded])
+    # Members vote with their raw logits; the ensemble gets a temperature of its own.
+    model = Ensemble([m.model if isinstance(m, TemperatureScaled) else m for m, _ in loaded])
     members = [{"architecture": meta["architecture"], "config": meta.get("config"), "metrics": meta.get("metrics"),
                 "source": Path(d).name} for d, (_, meta) in zip(run_dirs, loaded)]
     shas = {meta.get("train_sha256") for _, meta in loaded}
     meta = {"architecture": ENSEMBLE, "members": members, "config": {"members": len(members)},
             "train_sha256": shas.pop() if len(shas) == 1 else None, "metrics": {},
-            "digitrec_version": loaded[0][1].get("digitrec_version")}
+            "digitrec_version": loaded[0][1].get("digitrec_version"),
+            "temperature": temperature(model, loaded[0][1]) if temperature else None}
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -146,4 +152,9 @@ def load_checkpoint(run_dir: str | os.PathLike | None = None) -> tuple[torch.nn.
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise UsageError(f"{run_dir / WEIGHTS}: weights do not fit architecture {meta['architecture']!r} ({first})") from None
+    temperature = meta.get("temperature")
+    if temperature is not None:
+        if not isinstance(temperature, (int, float)) or not 0 < temperature < 100:
+            raise UsageError(f"{run_dir / META}: temperature must be a positive number, got {temperature!r}")
+        model = TemperatureScaled(model, float(temperature))
     return model.eval(), meta

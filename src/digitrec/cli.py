@@ -78,7 +78,9 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(m))
     else:
-        print(f"model {meta['architecture']} from {run_dir} (epoch {meta.get('epoch', '?')})")
+        what = (f"ensemble of {len(meta['members'])} models" if "members" in meta
+                else f"{meta['architecture']}, epoch {meta.get('epoch', '?')}")
+        print(f"model {run_dir} ({what})")
         print(format_report(m))
     return 0
 
@@ -91,11 +93,24 @@ def cmd_report(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from digitrec.checkpoint import combine_checkpoints
+    from pathlib import Path
 
-    meta = combine_checkpoints(args.run_dirs, args.out)
-    print(f"ensemble of {len(meta['members'])} models written to {args.out}; "
-          f"see its accuracy with: digitrec evaluate {args.out}")
+    from digitrec.checkpoint import FORMAT, META, combine_checkpoints, load_checkpoint, write_json
+    from digitrec.data import load_mnist
+    from digitrec.evaluate import evaluate_model
+    from digitrec.train import validation_temperature
+
+    def calibrate(model, member):  # on the validation images the members were trained beside
+        return validation_temperature(model, member["config"]["val_split"], args.data_dir)
+
+    meta = combine_checkpoints(args.run_dirs, args.out, temperature=calibrate)
+    model, _ = load_checkpoint(args.out)
+    mnist = load_mnist(args.data_dir)
+    m = evaluate_model(model, mnist.test_images, mnist.test_labels)
+    meta["metrics"] = {"test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_ece": m["ece"]}
+    write_json(Path(args.out) / META, {"format": FORMAT, **meta})
+    print(f"ensemble of {len(meta['members'])} models written to {args.out}: test accuracy {m['accuracy']:.2%}, "
+          f"loss {m['loss']:.4f}, probability temperature {meta['temperature']}")
     return 0
 
 
@@ -209,6 +224,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_draw(args) -> int:
+    from digitrec.gui import run
+
+    run(args.model)
+    return 0
+
+
 def cmd_models(args) -> int:
     from digitrec.models import get_recipe, list_models
 
@@ -264,6 +286,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("ensemble", help="combine trained runs into one model that averages their votes")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
     p.add_argument("--out", required=True, help="folder for the ensemble checkpoint")
+    p.add_argument("--data-dir", help="MNIST folder, for calibrating on the validation images")
     p.set_defaults(handler=cmd_ensemble)
 
     p = sub.add_parser("predict", help="read the handwritten digits in images",
@@ -287,6 +310,12 @@ def build_parser() -> Parser:
     p.add_argument("--gif", action="store_true", help="also write a GIF beside the MP4")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
     p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("draw", help="a window to draw digits in and watch them read live",
+                       description="Open a window with a canvas: draw digits with the mouse or a pen and see them "
+                                   "read as you draw. Clear, undo, brush size, open an image, save a PNG.")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
+    p.set_defaults(handler=cmd_draw)
 
     p = sub.add_parser("serve", help="a web page to draw or upload digits, and an HTTP API",
                        description="Serve a page for drawing digits or uploading pictures, read live, and a JSON API "

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -77,6 +79,14 @@ def metrics_from_logits(logits: torch.Tensor, labels) -> dict:
         "confusion_matrix": cm.tolist(),
         "ece": expected_calibration_error(confidence.numpy(), p == y),
     }
+
+
+def fit_temperature(logits: torch.Tensor, labels) -> float:
+    """The temperature T that minimises the cross-entropy of logits / T (a 1-d search over 0.2-5)."""
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    grid = torch.exp(torch.linspace(math.log(0.2), math.log(5.0), 161))
+    losses = torch.stack([F.cross_entropy(logits / t, labels_t) for t in grid])
+    return round(float(grid[losses.argmin()]), 4)
 
 
 def evaluate_model(model: torch.nn.Module, images, labels, batch_size: int = 1000) -> dict:

@@ -104,8 +104,9 @@ def fast() -> nn.Module:
     return nn.Sequential(
         Normalize(),
         *conv_bn(1, 16, kernel=5, stride=2),  # (B, 16, 14, 14)
-        *conv_bn(16, 32, stride=2),  # (B, 32, 7, 7)
-        *conv_bn(32, 64, stride=2),  # (B, 64, 4, 4)
+        *conv_bn(16, 32),  # (B, 32, 14, 14)
+        *conv_bn(32, 64, stride=2),  # (B, 64, 7, 7)
+        *conv_bn(64, 64, stride=2),  # (B, 64, 4, 4)
         nn.Flatten(),
         nn.Linear(64 * 4 * 4, 10),
     )
@@ -142,3 +143,19 @@ class Ensemble(nn.Module):
     def forward(self, x):
         logp = torch.stack([m(x).float().log_softmax(1) for m in self.members])  # (M, B, 10)
         return torch.logsumexp(logp, 0) - math.log(len(self.members))  # (B, 10)
+
+
+class TemperatureScaled(nn.Module):
+    """A trained model whose logits are divided by a temperature fitted on held-out images.
+
+    Label smoothing and ensembling leave probabilities too timid (0.9 for a plain 7); the temperature
+    makes a reported confidence of 0.99 mean right 99 times in 100. The predicted digit never changes.
+    """
+
+    def __init__(self, model: nn.Module, temperature: float):
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+
+    def forward(self, x):
+        return self.model(x).float() / self.temperature

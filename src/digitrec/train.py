@@ -40,8 +40,8 @@ from digitrec.checkpoint import (META, WEIGHTS, load_tensors, read_json, save_ch
                                  tensors_metadata, write_json)
 from digitrec.data import MNIST, atomic_write_bytes, load_mnist
 from digitrec.errors import UsageError
-from digitrec.evaluate import as_batch, evaluate_model
-from digitrec.models import create_model, get_recipe
+from digitrec.evaluate import as_batch, evaluate_model, fit_temperature, predict_logits
+from digitrec.models import TemperatureScaled, create_model, get_recipe
 
 STATE = "train_state.safetensors"
 HISTORY = "history.csv"
@@ -341,16 +341,21 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
         log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%}  "
             f"{val_text}{seconds:.1f}s ({seen / seconds:.0f} img/s)")
 
-    test = evaluate_model(model, mnist.test_images[:eval_n], mnist.test_labels[:eval_n])
+    # Calibrate on the validation images (never the test set): a temperature for the probabilities.
+    temperature = None
+    if len(val_y):
+        temperature = fit_temperature(predict_logits(model, val_x[:eval_n, 0]), val_y[:eval_n].numpy())
+    scaled = TemperatureScaled(model, temperature) if temperature else model
+    test = evaluate_model(scaled, mnist.test_images[:eval_n], mnist.test_labels[:eval_n])
     last = history[-1]
     summary = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_n": test["n"],
                "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"],
                "train_seconds": round(sum(float(r["seconds"]) for r in history), 3), "epochs": cfg.epochs,
-               "model": cfg.model, "dry_run": cfg.dry_run}
+               "model": cfg.model, "temperature": temperature, "dry_run": cfg.dry_run}
+    final = describe(cfg.epochs, {**{k: v for k, v in last.items() if k != "epoch"},
+                                  "test_accuracy": test["accuracy"], "test_loss": test["loss"]})
     with interrupts_deferred():
-        save_checkpoint(out, model, describe(cfg.epochs, {**{k: v for k, v in last.items() if k != "epoch"},
-                                                         "test_accuracy": test["accuracy"],
-                                                         "test_loss": test["loss"]}))
+        save_checkpoint(out, model, {**final, "temperature": temperature})
         write_json(out / METRICS, {**summary, "test": test})
     log(f"test accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  ({test['n']} images)"
         + ("  [dry run: not a real result]" if cfg.dry_run else "") + f"  -> {out}")
@@ -374,3 +379,11 @@ def restore(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta:
     except (RuntimeError, ValueError, KeyError) as e:
         raise UsageError(f"--resume: the checkpoint in {out} does not fit its config ({str(e).splitlines()[0]})") from None
     return epoch, history[:epoch]
+
+
+def validation_temperature(model: torch.nn.Module, val_split: int, data_dir: str | None = None) -> float:
+    """Fit the probability temperature of a trained model on the validation images it was trained beside."""
+    _, _, val_x, val_y = split_train_val(load_mnist(data_dir), val_split)
+    if not len(val_y):
+        raise UsageError("calibration needs validation images: the runs were trained with --val-split 0")
+    return fit_temperature(predict_logits(model, val_x[:, 0]), val_y.numpy())
