@@ -236,7 +236,7 @@ def cmd_models(args) -> int:
 
     for name in list_models():
         r = get_recipe(name)
-        print(f"{name:<10} {r.description}\n{'':<10} recipe: {r.epochs} epochs, batch {r.batch_size}, "
+        print(f"{name:<10} {r.description}\n{'':<10} recipe: {r.epochs} epoch{'s' if r.epochs > 1 else ''}, batch {r.batch_size}, "
               f"lr {r.lr:g} {r.schedule}, augment {'on' if r.augment else 'off'}")
     return 0
 
