@@ -44,7 +44,7 @@ def tiny_mnist(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def real_mnist() -> Path:
     """The real MNIST files: $DIGITREC_DATA, else ../shared/mnist beside the project."""
-    folder = Path(os.environ.get("DIGITREC_DATA") or REPO.parent / "shared" / "mnist")
+    folder = Path(os.environ.get("DIGITREC_DATA") or REPO.parent / "shared" / "mnist").resolve()
     missing = [name for name, _ in FILES.values() if not (folder / name).is_file()]
     assert not missing, f"the real MNIST files are needed in {folder} (set DIGITREC_DATA): missing {missing}"
     return folder
