@@ -119,7 +119,6 @@ def cmd_predict(args) -> int:
     from io import BytesIO
     from pathlib import Path
 
-    import torch
     from PIL import Image
 
     from digitrec.data import atomic_write_bytes
@@ -144,11 +143,10 @@ def cmd_predict(args) -> int:
             (out.parent if one_file else out).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--annotate {out}: cannot create the folder ({e.strerror})") from None
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies
     # A few 28x28 digits per picture gain nothing from parallel kernels, and on a busy machine
     # waiting for a second core costs more than the work.
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies
-    rec = load(args.model)
+    rec = load(args.model, backend=args.backend, threads=1)
 
     used, failed = set(), False
     for name, path, problem in items:
@@ -196,7 +194,6 @@ def cmd_serve(args) -> int:
     import ipaddress
     import warnings
 
-    import torch
     import uvicorn
     from PIL import Image
 
@@ -205,10 +202,9 @@ def cmd_serve(args) -> int:
 
     sock = listen(args.host, args.port)
     with sock:
-        # Each request reads a few 28x28 digits: one thread apiece, and the requests run side by side.
-        torch.set_num_threads(1)
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the server's own pixel limit applies
-        rec = load(args.model)
+        # Each request reads a few 28x28 digits: one thread apiece, and the requests run side by side.
+        rec = load(args.model, backend=args.backend, threads=1)
         limits = {key: round(value * 1e6) for key, value in (("max_upload_bytes", args.max_upload_mb),
                                                               ("max_pixels", args.max_megapixels)) if value}
         app = create_app(rec, **limits)
@@ -228,6 +224,14 @@ def cmd_draw(args) -> int:
     from digitrec.gui import run
 
     run(args.model)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from digitrec.export import export_onnx
+
+    out = export_onnx(args.run_dir, args.out)
+    print(f"wrote {out}: ONNX, any batch size; `digitrec predict --model` finds it beside model.json")
     return 0
 
 
@@ -300,6 +304,9 @@ def build_parser() -> Parser:
                    help="write copies with boxes and labels drawn: into folder OUT, or to the file OUT for one image")
     p.add_argument("--top-k", type=positive_int, default=3, help="alternatives listed per digit in --json (default 3)")
     p.add_argument("--model", metavar="RUN_DIR", help="run directory (default: the bundled model)")
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                   help="model runtime: onnx (onnxruntime, starts fast), torch, or auto: onnx where the run has "
+                        "an up-to-date model.onnx (default)")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("demo", help="a short video of the model reading digits as they are written",
@@ -326,7 +333,18 @@ def build_parser() -> Parser:
     p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
     p.add_argument("--max-upload-mb", type=positive_float, metavar="MB", help="largest picture accepted, in MB (default 10)")
     p.add_argument("--max-megapixels", type=positive_float, metavar="N", help="largest picture accepted, in megapixels (default 40)")
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                   help="model runtime: onnx (onnxruntime, starts fast), torch, or auto: onnx where the run has "
+                        "an up-to-date model.onnx (default)")
     p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("export", help="write a trained model as ONNX, for onnxruntime and fast starts",
+                       description="Write the model of a run directory (ensemble and temperature included) as "
+                                   "an ONNX graph with any batch size, checked against torch before it is written.")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run directory (default: the bundled model)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="file format (default: onnx)")
+    p.add_argument("--out", metavar="FILE", help="where to write it (default: RUN_DIR/model.onnx)")
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("models", help="list the architectures and their training recipes")
     p.set_defaults(handler=cmd_models)

@@ -12,7 +12,8 @@ through a Recognizer, so they all see the same preprocessing and the same model.
     (5, 10)
 
 The model is any callable from a float32 array (N, 1, 28, 28) in [0, 1] (white ink on black) to
-logits (N, 10); TorchBackend wraps a checkpoint's torch module, and other runtimes plug in the same way.
+logits (N, 10); TorchBackend wraps a checkpoint's torch module, export.OnnxBackend an ONNX graph. Torch
+is imported only by the torch backend, so reading with ONNX starts fast.
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
-import torch
 
-from digitrec.checkpoint import load_checkpoint
-from digitrec.evaluate import as_batch
 from digitrec.preprocess import Picture, extract_digits, load_image
 
 LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
@@ -84,10 +82,12 @@ class Reading:
 class TorchBackend:
     """A torch module as a Logits callable: inference mode, no gradients, nothing kept between calls."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model):
         self.model = model.eval()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             return self.model(torch.from_numpy(x)).float().numpy()
 
@@ -107,7 +107,9 @@ class Recognizer:
 
     @classmethod
     def from_checkpoint(cls, run_dir: str | os.PathLike | None = None, **kw) -> "Recognizer":
-        """Load a run directory's model (None: the bundled model)."""
+        """Load a run directory's model (None: the bundled model) with torch."""
+        from digitrec.checkpoint import load_checkpoint
+
         model, meta = load_checkpoint(run_dir)
         return cls(TorchBackend(model), meta, **kw)
 
@@ -122,7 +124,7 @@ class Recognizer:
             raise ValueError(f"expected uint8 digits of shape (N, 28, 28), got {images.dtype} {images.shape}")
         if not len(images):
             return np.zeros((0, 10), np.float32)
-        x = as_batch(images).numpy()  # (N, 1, 28, 28) float32 in [0, 1]
+        x = images[:, None].astype(np.float32) / 255  # (N, 1, 28, 28) in [0, 1], as evaluate.as_batch
         logits = np.asarray(self.logits(x), np.float32)  # (N, 10)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
@@ -147,13 +149,20 @@ class Recognizer:
         return Reading("\n".join(lines), digits, picture.notes)
 
 
-def load(run_dir: str | os.PathLike | None = None, **kw) -> Recognizer:
+def load(run_dir: str | os.PathLike | None = None, backend: str = "auto", threads: int | None = None,
+         **kw) -> Recognizer:
     """The Recognizer of a run directory, or of the model bundled with the package (None).
+
+    backend: "onnx" (model.onnx, onnxruntime, no torch), "torch", or "auto" (ONNX when it was exported
+    from the current weights); threads caps the runtime's threads. See export.load_logits.
 
     >>> digitrec.load().read("photo.jpg").text
     '3141'
     """
-    return Recognizer.from_checkpoint(run_dir, **kw)
+    from digitrec.export import load_logits
+
+    logits, meta = load_logits(run_dir, backend, threads)
+    return Recognizer(logits, meta, **kw)
 
 
 def draw_reading(pixels: np.ndarray | Picture, reading: Reading) -> np.ndarray:
