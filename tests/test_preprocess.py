@@ -66,6 +66,43 @@ def test_digits_are_found_at_their_places_in_reading_order(style, text):
         assert crop.image.shape == (28, 28) and crop.image.dtype == np.uint8
 
 
+def test_a_page_photographed_on_a_desk():
+    sample = written("2718", Style(scale=4, noise=3, light=0.3))
+    h, w = sample.image.shape[:2]
+    desk = np.zeros((h + 200, w + 240, 3), np.uint8)
+    desk[:] = (70, 50, 40)
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 4, 1.0)
+    turn[:, 2] += (120, 100)
+    page = cv2.warpAffine(sample.image, turn, desk.shape[1::-1])
+    on_page = cv2.warpAffine(np.ones((h, w), np.uint8), turn, desk.shape[1::-1]) > 0
+    desk[on_page] = page[on_page]
+    crops = extract_digits(desk)
+    assert len(crops) == 4 and [c.line for c in crops] == [0] * 4
+    xs = [c.box[0] for c in crops]
+    assert xs == sorted(xs) and all(120 < c.box[1] < 100 + h for c in crops)
+
+
+@pytest.mark.parametrize("grid, tilt", [(False, 0), (False, 2.5), (True, 0), (True, -2)])
+def test_ruled_and_squared_paper(grid, tilt):
+    sample = written("4096", Style(scale=4, noise=3, jpeg=80))
+    img = sample.image.astype(np.float32)
+    h, w = img.shape[:2]
+    rules = np.zeros((h, w), np.float32)
+    step = 25 if grid else 45
+    rules[10::step] = rules[11::step] = 1  # two pixels thick, through the digits too
+    if grid:
+        rules[:, 7::step] = rules[:, 8::step] = 1
+    else:
+        rules[:, 40:43] = 1  # a margin
+    ruled = np.minimum(img * (1 - 0.8 * rules[..., None]) + np.array([60, 90, 200]) * 0.8 * rules[..., None], img)
+    ruled = cv2.warpAffine(ruled.clip(0, 255).astype(np.uint8), cv2.getRotationMatrix2D((w / 2, h / 2), tilt, 1.0),
+                           (w, h), borderMode=cv2.BORDER_REPLICATE)
+    crops = extract_digits(ruled)
+    assert len(crops) == 4, [c.box for c in crops]
+    for crop, box in zip(crops, sample.boxes):
+        assert iou(crop.box, box) > (0.75 if tilt == 0 else 0.5)
+
+
 def test_polarity_is_detected():
     assert find_ink(to_gray(written("42", PHOTOS[0]).image)).dark_on_light
     assert not find_ink(to_gray(written("42", PHOTOS[1]).image)).dark_on_light

@@ -42,6 +42,12 @@ MIN_CONTRAST = 0.1  # and be at least this much darker than the paper around it 
 MASK_LEVEL = 0.12  # strokes are where ink exceeds this fraction of the typical ink strength
 PAPER_FLOOR = 16  # grey level below which a board counts as this bright (ink is a ratio to it)
 
+# Ruled lines (notebook rules, graph paper, a margin) are erased before digits are looked for.
+RULE_SPAN = 0.75  # a rule crosses at least this much of the picture (half if it runs out of it) ...
+RULE_MIN_LENGTH = 100  # ... and at least this many pixels ...
+RULE_RUN = 0.04  # ... in straight runs at least this long (also as a fraction of the picture's side) ...
+RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture's other side, 3 pixels at least)
+
 # Telling digits from other marks (sizes in pixels of the searched picture).
 SPECK_AREA = 0.004  # pieces smaller than this fraction of the largest piece are specks
 MIN_DIGIT_PX = 8  # digits shorter than this cannot be read
@@ -359,7 +365,8 @@ def _same_digit(a: _Blob, b: _Blob) -> bool:
 
 def _fragment_of(f: _Blob, d: _Blob) -> float | None:
     """How far the small piece f is from d, if it may be a detached part of d's top (a 5's bar)."""
-    if f.h >= FRAGMENT_HEIGHT * d.h or f.area < FRAGMENT_AREA * d.area or f.y0 + f.y1 >= d.y0 + d.y1:
+    if (f.h >= FRAGMENT_HEIGHT * d.h or not FRAGMENT_AREA * d.area <= f.area <= d.area / 2
+            or f.y0 + f.y1 >= d.y0 + d.y1):
         return None
     w, h = max(f.x1, d.x1) - min(f.x0, d.x0), max(f.y1, d.y1) - min(f.y0, d.y0)
     distance = max(f.x0 - d.x1, d.x0 - f.x1, f.y0 - d.y1, d.y0 - f.y1, 0)
@@ -406,6 +413,62 @@ def _lines(blobs: list[_Blob]) -> list[list[_Blob]]:
     return [sorted(members, key=lambda b: (b.x0 + b.x1) / 2) for _, members in lines]
 
 
+def _erase_rules(strength: np.ndarray, cut: float) -> None:
+    """Erase ruled lines from the ink above `cut` (in place), keeping the strokes that cross them.
+
+    A rule is long, thin and nearly straight: runs of ink along one axis that together span most of
+    the picture. On the rule, a pixel keeps only as much ink as there is on both sides of the rule
+    (a stroke crossing it) or ink thicker than the rule (a stroke lying along it). A stroke as thin as
+    the rule that lies along it is lost where it lies on it.
+    """
+    for axis in (1, 0):  # horizontal rules run along x (axis 1), vertical ones along y (axis 0)
+        mask = (strength > cut).astype(np.uint8)
+        side, other = mask.shape[axis], mask.shape[1 - axis]
+        run = max(9, int(RULE_RUN * side))
+        kernel = np.ones((1, run) if axis == 1 else (run, 1), np.uint8)
+        runs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+        if not runs.any():
+            continue
+        # The runs of a slightly tilted rule touch corner to corner; a dilation bridges breaks where the
+        # rule is faint or passes under a digit.
+        bridge = np.ones((1, 3 * run) if axis == 1 else (3 * run, 1), np.uint8)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(runs, bridge), connectivity=8)
+        rule = np.zeros(n, bool)
+        thickness = 0.0
+        span = max(RULE_SPAN * side / 2, RULE_MIN_LENGTH)
+        for i in np.flatnonzero(stats[:, 2 if axis == 1 else 3] >= span)[1:]:
+            x, y, bw, bh = stats[i, :4]
+            # A tilted rule leaves the picture through a side: then half the span will do.
+            out = x == 0 or y == 0 or x + bw == mask.shape[1] or y + bh == mask.shape[0]
+            need = span if out else max(RULE_SPAN * side, RULE_MIN_LENGTH)
+            inside = (lab[y:y + bh, x:x + bw] == i) & (runs[y:y + bh, x:x + bw] > 0)
+            if axis == 0:
+                inside = inside.T
+            # Thickness at each point along: ink across, shared among the rules there (digits can link several).
+            crossings = (inside[1:] & ~inside[:-1]).sum(axis=0) + inside[0]
+            along = np.flatnonzero(crossings)
+            if along[-1] - along[0] + 1 < need:  # only the bridges made it long
+                continue
+            across = inside.sum(axis=0) / np.maximum(crossings, 1)
+            t = float(np.percentile(across[along], 20))  # strokes on a rule do not count
+            if t <= max(4.0, RULE_THICKNESS * other):
+                rule[i], thickness = True, max(thickness, t)
+        if not rule.any():
+            continue
+        on_rule = cv2.dilate((rule[lab] & (runs > 0)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        t = int(np.ceil(thickness)) + 2  # from the middle of the rule to clear of it
+        # Ink thicker across than the rule is a stroke lying along it: that stays.
+        thick = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((t + 1, 1) if axis == 1 else (1, t + 1), np.uint8))
+        on_rule &= thick == 0
+        pad = ((t, t), (0, 0)) if axis == 1 else ((0, 0), (t, t))
+        padded = np.pad(strength, pad, mode="edge")
+        if axis == 1:
+            both_sides = np.minimum(padded[:-2 * t], padded[2 * t:])  # ink t rows above and t rows below
+        else:
+            both_sides = np.minimum(padded[:, :-2 * t], padded[:, 2 * t:])
+        strength[on_rule] = np.minimum(strength[on_rule], both_sides[on_rule])
+
+
 def _digit_like(b: _Blob, ink: Ink, labels: np.ndarray) -> bool:
     if b.h < MIN_DIGIT_PX or b.w > MAX_ASPECT * b.h:
         return False
@@ -431,7 +494,9 @@ def extract_digits(pixels: np.ndarray) -> list[Crop]:
     ink = find_ink(gray)
     if ink.level == 0:
         return []
-    mask = (ink.strength > max(ink.threshold, MASK_LEVEL * ink.level)).astype(np.uint8)
+    cut = max(ink.threshold, MASK_LEVEL * ink.level)
+    _erase_rules(ink.strength, cut)
+    mask = (ink.strength > cut).astype(np.uint8)
     labels, blobs = _pieces(mask)
     blobs = [b for b in _join(blobs) if _digit_like(b, ink, labels)]
     if not blobs:
