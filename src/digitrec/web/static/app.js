@@ -133,6 +133,7 @@ let current = null;        // the stroke being drawn: { id, points }
 let shown = null;          // the reading on the pad now, with the pad width it was read at
 let generation = 0;        // bumped when the drawing changes under a reading in flight
 let inFlight = false, again = false, lastAsked = 0, liveTimer = 0;
+let fitted = null;         // the pad's CSS size when last fitted
 
 function padSize() {
   return { w: pad.clientWidth, h: pad.clientHeight };
@@ -143,9 +144,10 @@ function fitPad() {
   const { w, h } = padSize();
   const width = Math.round(w * ratio), height = Math.round(h * ratio);
   if (!width || !height || (pad.width === width && pad.height === height)) return;
-  const before = pad.width ? pad.width / ratio : w;
-  const k = w / before;    // a turned phone: keep the writing where it was on the pad
+  // A turned phone: scale the writing with the pad, so that it stays where it was and whole.
+  const k = fitted ? Math.min(w / fitted.w, h / fitted.h) : 1;
   if (k !== 1) for (const stroke of strokes) for (const point of stroke) { point[0] *= k; point[1] *= k; }
+  fitted = { w, h };
   pad.width = overlay.width = width;
   pad.height = overlay.height = height;
   paint();
