@@ -17,10 +17,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from digitrec.data import load_mnist
-from digitrec.recognize import Recognizer
+from digitrec.recognize import Recognizer, load
 from digitrec.synth import Style, compose, random_style
 
 TWO_LINES = 0.3  # share of numbers of 2+ digits written on two lines
@@ -107,16 +106,15 @@ def timing(rec: Recognizer, images: np.ndarray, labels: np.ndarray, repeats: int
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="run directory (default: the bundled model)")
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto", help="as for digitrec predict")
     p.add_argument("--images", type=int, help="stop after this many pictures (default: all 10000 test digits)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=50, help="timed reads per picture")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
     args = p.parse_args()
 
-    # A few 28x28 digits per read gain nothing from parallel kernels, and on a busy machine
-    # waiting for a second core costs more than the work itself.
-    torch.set_num_threads(1)
-    rec = Recognizer.from_checkpoint(args.model)
+    # As `digitrec predict` does: a few 28x28 digits per read gain nothing from parallel kernels.
+    rec = load(args.model, backend=args.backend, threads=1)
     mnist = load_mnist(args.data_dir)
     images, labels = mnist.test_images, mnist.test_labels
     t0 = time.perf_counter()
@@ -125,8 +123,8 @@ def main() -> None:
     speed = timing(rec, images, labels, args.repeats)
 
     arch = rec.meta.get("architecture", "?")
-    print(f"model `{arch}` from {args.model or 'the bundled weights'}; {s['n_digits']} MNIST test digits in "
-          f"{s['whole']['all'][1]} pictures (seed {args.seed}, {elapsed:.0f} s); 1 torch thread\n")
+    print(f"model `{arch}` from {args.model or 'the bundled weights'} ({type(rec.logits).__name__}, 1 thread); "
+          f"{s['n_digits']} MNIST test digits in {s['whole']['all'][1]} pictures (seed {args.seed}, {elapsed:.0f} s)\n")
     print("| measure | value |\n| --- | --- |")
     print(f"| per-digit accuracy, raw 28x28 MNIST digits | {s['raw']:.2%} |")
     print(f"| per-digit accuracy, read from the pictures | {s['digits']:.2%} |")

@@ -166,7 +166,8 @@ def load(run_dir: str | os.PathLike | None = None, backend: str = "auto", thread
 
 
 def draw_reading(pixels: np.ndarray | Picture, reading: Reading) -> np.ndarray:
-    """A copy of the picture (RGB uint8) with each digit's box and label drawn; doubtful ones in orange.
+    """A copy of the picture (RGB uint8) with each digit's box and label drawn; doubtful ones in orange,
+    with their confidence.
 
     >>> cv2.imwrite("annotated.png", draw_reading(picture, reading)[:, :, ::-1])
     """
@@ -179,8 +180,8 @@ def draw_reading(pixels: np.ndarray | Picture, reading: Reading) -> np.ndarray:
         x, y, w, h = d.box
         colour = (255, 140, 0) if d.low_confidence else (0, 200, 0)
         cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), colour, thick)
-        label = f"{d.label} {d.confidence:.2f}"
-        size = max(0.4, h / 80)
+        label = f"{d.label}? {d.confidence:.2f}" if d.low_confidence else str(d.label)
+        size = max(0.4, h / 100)
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, size, thick)
         ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
         cv2.rectangle(img, (x, ty - th - base // 2 - 2), (x + tw + 2, ty + base // 2), colour, cv2.FILLED)
