@@ -43,9 +43,9 @@ def display():
 class Window:
     """The `digitrec draw` window, seen and driven from outside as a user would."""
 
-    def __init__(self, display: str, wid: str):
+    def __init__(self, display: str, wid: str, app: subprocess.Popen):
         self.env = {**os.environ, "DISPLAY": display}
-        self.display, self.wid = display, wid
+        self.display, self.wid, self.app = display, wid, app
 
     def xdotool(self, *args: str) -> str:
         return subprocess.run(["xdotool", *args], env=self.env, check=True, capture_output=True, text=True,
@@ -53,6 +53,8 @@ class Window:
 
     @property
     def title(self) -> str:
+        if self.app.poll() is not None:
+            raise AssertionError(f"the window closed (exit status {self.app.returncode}): {self.app.stderr.read()}")
         return self.xdotool("getwindowname", self.wid)
 
     def wait_title(self, expected: str, timeout: float) -> str:
@@ -145,8 +147,9 @@ def test_digits_drawn_with_the_mouse_are_read_live(display, model_dir, tmp_path)
     try:
         while not (found := find_window(env)) and time.monotonic() - start < 20:
             time.sleep(0.02)  # xdotool's own --sync waits half a second between looks
+        assert found, "no window came up: " + (app.communicate()[1] if app.poll() is not None else "after 20 s")
         startup, cpu = time.monotonic() - start, cpu_seconds(app.pid)
-        window = Window(display, found)
+        window = Window(display, found, app)
         assert window.title == "digitrec"
         # Usable at once: it can be drawn on while the model is still loading. The processor time it took
         # is what a machine busy with other work does not inflate.

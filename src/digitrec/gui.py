@@ -387,7 +387,7 @@ class App:
         if self.live.reading is None:
             return
         view, (focus, _) = self.drawing.view(), self._focus()
-        pad = 6 * self.px
+        pad = 4 * self.px
         for digit in self.live.reading.digits:
             bx, by, bw, bh = digit.box
             x0, y0 = view.to_canvas((bx, by))
@@ -424,7 +424,7 @@ class App:
             meta = self.reader.recognizer.meta or {}
             accuracy = (meta.get("metrics") or {}).get("test_accuracy")
             self.model_line.configure(text=f"model: {meta.get('architecture', '?')}" + (
-                f" · {accuracy:.2%} on MNIST test" if accuracy is not None else ""))
+                f"\n{accuracy:.2%} right on MNIST's test digits" if accuracy is not None else ""))
 
     def _status_text(self) -> str:
         if not self.loaded:
@@ -451,7 +451,8 @@ class App:
             self.focus_head.configure(text="TOP 3")
             top = []
         else:
-            self.focus_head.configure(text="DIGIT UNDER THE CURSOR" if under else "LAST DIGIT DRAWN")
+            self.focus_head.configure(text="DIGIT UNDER THE CURSOR" if under else
+                                      "LAST DIGIT DRAWN" if self.drawing.strokes else "LAST DIGIT")
             top = focus.top[:3]
         width = self.inner_width
         bar_x0, bar_x1 = 34 * px, width - 52 * px
