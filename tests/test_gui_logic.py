@@ -83,6 +83,17 @@ def test_a_tap_leaves_a_dot():
     assert np.allclose(dark.mean(axis=0), 50, atol=1)
 
 
+def test_resizing_the_window_never_changes_what_is_read(rec):
+    drawing = Drawing((600, 400))
+    write(drawing, "385", box=(20, 40, 560, 320))
+    drawing.resize((300, 300))  # the 8 and the 5 are out of sight for now
+    assert drawing.sheet().render().size == (600, 400) and rec.read(drawing.sheet().render()).text == "385"
+    drawing.resize((900, 350))
+    assert drawing.sheet().render().size == (900, 400)
+    drawing.clear()
+    assert drawing.size == (900, 350)
+
+
 def test_undo_takes_back_the_last_stroke_and_clear_empties_the_canvas(rec):
     drawing = Drawing((600, 400))
     write(drawing, "71")  # one stroke each

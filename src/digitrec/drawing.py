@@ -109,16 +109,17 @@ class View:
 class Drawing:
     """Strokes drawn on a canvas so far, over blank paper or an opened picture; every change bumps `version`.
 
-    On blank paper the drawing is the canvas, pixel for pixel, and grows and shrinks with it (strokes
-    outside a shrunk canvas come back when it grows). An opened picture keeps its own pixels, and the pen's
-    canvas positions and width are taken into them through `view()`.
+    On blank paper the drawing is the canvas, pixel for pixel: it grows with the canvas, and keeps its size
+    when the canvas shrinks (until cleared), so that resizing the window never changes what is read. An
+    opened picture keeps its own pixels, and the pen's canvas positions and width are taken into them
+    through `view()`.
 
     >>> d = Drawing((600, 400)); d.pen_down((10, 10), 12); d.pen_up(); d.undo(); d.empty
     True
     """
 
     def __init__(self, canvas_size: tuple[int, int]):
-        self.canvas_size = canvas_size
+        self.canvas_size = self._paper = canvas_size
         self.background: np.ndarray | None = None
         self.strokes: list[Stroke] = []
         self.version = 0
@@ -130,7 +131,7 @@ class Drawing:
     def size(self) -> tuple[int, int]:
         if self.background is not None:
             return self.background.shape[1], self.background.shape[0]
-        return self.canvas_size
+        return self._paper
 
     @property
     def empty(self) -> bool:
@@ -153,8 +154,10 @@ class Drawing:
         return View(scale, (cw - w * scale) / 2, (ch - h * scale) / 2)
 
     def resize(self, canvas_size: tuple[int, int]) -> None:
-        if canvas_size != self.canvas_size:
-            self.canvas_size = canvas_size
+        self.canvas_size = canvas_size
+        paper = (max(self._paper[0], canvas_size[0]), max(self._paper[1], canvas_size[1]))
+        if paper != self._paper:
+            self._paper = paper
             self._changed()
 
     def pen_down(self, p: Point, width: float) -> None:
@@ -192,6 +195,7 @@ class Drawing:
     def clear(self) -> None:
         """Blank paper again: strokes and any opened picture go."""
         self.strokes, self._pen, self.background = [], None, None
+        self._paper = self.canvas_size
         self._changed()
 
     def open(self, pixels: np.ndarray) -> None:

@@ -152,7 +152,7 @@ class App:
         root.title("digitrec")
         cw, ch = self.drawing.canvas_size
         root.geometry(f"{cw + round((PANEL_WIDTH + 40) * px)}x{ch + round(80 * px)}")
-        root.minsize(round(560 * px), round(400 * px))
+        root.minsize(round(740 * px), round(600 * px))  # the toolbar and the panel fit
         root.columnconfigure(0, weight=1)
         root.rowconfigure(1, weight=1)
         pad = round(12 * px)
@@ -163,12 +163,6 @@ class App:
         for text, command in (("Clear  Esc", self.clear), (f"Undo  {mod}+Z", self.undo),
                               (f"Open image…  {mod}+O", self.open_image), (f"Save PNG…  {mod}+S", self.save)):
             ttk.Button(bar, text=text, command=command, takefocus=False).pack(side="left", padx=(0, round(6 * px)))
-        self.brush = tk.IntVar(value=BRUSH)
-        self.brush_label = ttk.Label(bar, width=16)
-        self.brush_label.pack(side="right")
-        ttk.Scale(bar, from_=BRUSH_RANGE[0], to=BRUSH_RANGE[1], length=round(140 * px), takefocus=False,
-                  command=lambda v: self.set_brush(round(float(v))), variable=self.brush).pack(side="right", padx=6)
-        ttk.Label(bar, text="Brush").pack(side="right")
 
         self.canvas = tk.Canvas(root, width=cw, height=ch, background=PAPER, highlightthickness=1,
                                 highlightbackground=BORDER, cursor="tcross")
@@ -178,7 +172,7 @@ class App:
         panel.grid(row=1, column=1, sticky="ns")
         panel.grid_propagate(False)
         panel.columnconfigure(0, weight=1)
-        panel.rowconfigure(5, weight=1)
+        panel.rowconfigure(7, weight=1)
         inner = round((PANEL_WIDTH - 48) * px)
         ttk.Label(panel, text="READING", style="Head.TLabel").grid(row=0, column=0, sticky="w")
         self.number = ttk.Label(panel, font=self.fonts["big"], anchor="w", justify="left")
@@ -189,13 +183,20 @@ class App:
         self.focus_head.grid(row=3, column=0, sticky="w", pady=(pad, 4))
         self.bars = tk.Canvas(panel, width=inner, height=round(120 * px), background=BACKGROUND, highlightthickness=0)
         self.bars.grid(row=4, column=0, sticky="ew")
-        help_text = ("Draw digits with the mouse or a pen; several at once, in one or more rows.\n\n"
-                     f"Esc / Delete  clear\n{mod}+Z  undo the last stroke\n[ and ]  brush size\n"
+        ttk.Label(panel, text="BRUSH", style="Head.TLabel").grid(row=5, column=0, sticky="w", pady=(pad, 4))
+        brush = ttk.Frame(panel)
+        brush.grid(row=6, column=0, sticky="ew")
+        self.brush = tk.IntVar(value=BRUSH)
+        ttk.Scale(brush, from_=BRUSH_RANGE[0], to=BRUSH_RANGE[1], takefocus=False, variable=self.brush,
+                  command=lambda v: self.set_brush(round(float(v)))).pack(side="left", fill="x", expand=True)
+        self.brush_label = ttk.Label(brush, width=6, anchor="e")
+        self.brush_label.pack(side="right")
+        help_text = (f"Esc / Delete  clear\n{mod}+Z  undo the last stroke\n[ and ]  brush size\n"
                      f"{mod}+O  open an image\n{mod}+S  save the drawing\n{mod}+Q  quit")
         ttk.Label(panel, text=help_text, style="Muted.TLabel", wraplength=inner, justify="left").grid(
-            row=6, column=0, sticky="sw")
+            row=8, column=0, sticky="sw", pady=(pad, 0))
         self.model_line = ttk.Label(panel, style="Muted.TLabel", wraplength=inner, justify="left")
-        self.model_line.grid(row=7, column=0, sticky="sw", pady=(pad, 0))
+        self.model_line.grid(row=9, column=0, sticky="sw", pady=(pad, 0))
         self.inner_width = inner
         self.set_brush(BRUSH)
 
@@ -221,7 +222,7 @@ class App:
     def set_brush(self, size: int) -> None:
         size = min(max(size, BRUSH_RANGE[0]), BRUSH_RANGE[1])
         self.brush.set(size)
-        self.brush_label.configure(text=f"{size} px   [ ]")
+        self.brush_label.configure(text=f"{size} px")
         self._draw_ring()
 
     def clear(self) -> None:
@@ -411,8 +412,8 @@ class App:
         r = self.live.reading
         if r is not None and r.digits and not self.drawing.empty:
             lines = r.text.split("\n")
-            # As large as fits the panel: about 0.7 of the font size per digit.
-            size = min(84, max(24, self.inner_width / self.px / (0.7 * max(map(len, lines))) / len(lines) ** 0.5))
+            # As large as fits the panel: a digit is about 0.7 of the font size wide; more lines, smaller.
+            size = max(24, min(84 / len(lines) ** 0.75, self.inner_width / self.px / (0.7 * max(map(len, lines)))))
             self.fonts["big"].configure(size=-round(size * self.px))
             self.number.configure(text=r.text, font=self.fonts["big"], foreground=TEXT)
         else:
