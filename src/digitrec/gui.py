@@ -239,10 +239,16 @@ class App:
                                           filetypes=[("Images", " ".join(IMAGE_TYPES)), ("All files", "*")])
         if not path:
             return
+        import warnings
+
+        from PIL import Image
+
         from digitrec.preprocess import load_image
 
         try:
-            picture = load_image(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image has its own limit
+                picture = load_image(path)
         except UsageError as e:
             messagebox.showerror("digitrec", f"{Path(path).name}: {e}", parent=self.root)
             return
