@@ -198,7 +198,8 @@ def render_html(meta: dict, run_dir: Path, metrics: dict, history: list[dict] | 
     config_rows += [["architecture", arch], ["training data sha256", meta.get("train_sha256", "")[:16]],
                     ["trained with digitrec", meta.get("digitrec_version", "?")], ["saved", meta.get("saved", "?")]]
 
-    sections = []
+    sections = [] if history else ["<h2 id=curves>Learning curves</h2><p>This model came without its training "
+                                   "history, so there are no learning curves.</p>"]
     for name, (heading, caption) in FIGURES.items():
         if name in pngs:
             data = base64.b64encode(pngs[name]).decode()
