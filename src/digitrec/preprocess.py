@@ -46,15 +46,16 @@ PAPER_FLOOR = 16  # grey level below which a board counts as this bright (ink is
 RULE_SPAN = 0.75  # a rule crosses at least this much of the picture (half if it runs out of it) ...
 RULE_MIN_LENGTH = 100  # ... and at least this many pixels ...
 RULE_RUN = 0.04  # ... in straight runs at least this long (also as a fraction of the picture's side) ...
-RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture's other side, 3 pixels at least)
+RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture's other side, 4 pixels at least)
+RULE_POOL = 4  # which runs form one rule is worked out on a copy this many times smaller
 
 # Telling digits from other marks (sizes in pixels of the searched picture).
 SPECK_AREA = 0.004  # pieces smaller than this fraction of the largest piece are specks
 MIN_DIGIT_PX = 8  # digits shorter than this cannot be read
 MIN_HEIGHT_RATIO = 0.4  # a digit is at least this fraction of the tallest one in its line ...
 MIN_GLOBAL_HEIGHT_RATIO = 0.2  # ... and of the tallest one in the picture
-MAX_ASPECT = 2.0  # wider than this many heights: a line or a dash, not one digit
-BLOB_DENSITY = 0.8  # a wide box filled more than this is a blot, not a digit
+MAX_ASPECT = 3.0  # wider than this many heights: a line or a dash, not one digit
+BLOB_DENSITY = 0.9  # a wide box filled more than this is a blot, not a digit (a bold 8 fills 0.8)
 MIN_STRENGTH = 1.5  # a digit's ink is at least this many times the ink threshold
 
 # Joining the pieces of one digit (a 5's detached bar, a broken 4), never neighbours.
@@ -63,7 +64,7 @@ JOIN_GAP = 0.35  # largest vertical gap, as a fraction of the taller piece
 JOIN_HEIGHT = 1.45  # the joined digit is at most this many times the taller piece ...
 JOIN_TOUCH = 0.1  # ... unless the gap is this small (a faint stroke broke a digit in two)
 FRAGMENT_HEIGHT = 0.6  # a piece this much shorter than its neighbour is no digit on its own ...
-FRAGMENT_AREA = 0.02  # ... (specks with less ink than this fraction of it are not attached)
+FRAGMENT_AREA = 0.02  # ... with less ink than it, but not less than this fraction (a speck) ...
 FRAGMENT_DISTANCE = 0.3  # ... and goes to it if this near (in its heights) by its upper half
 FRAGMENT_ASPECT = 1.3  # ... keeping the digit at most this many heights wide
 
@@ -230,7 +231,7 @@ def to_gray(pixels: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Ink:
-    strength: np.ndarray  # (H, W) float32: 0 on the paper, 1 for ink as far from the paper as can be
+    strength: np.ndarray  # (H, W) float32: ink's departure from the paper, as a fraction of the paper's brightness
     threshold: float  # weakest strength that is ink rather than noise
     level: float  # typical strength of the strokes (0 when there are none)
     dark_on_light: bool  # dark ink on light paper (else light ink on a dark board)
@@ -257,13 +258,16 @@ def find_ink(gray: np.ndarray) -> Ink:
     paper = _upscale(paper, w, h)
     strength = (paper - gray) if dark else (gray - paper)
     strength /= np.maximum(paper, PAPER_FLOOR)
-    strength[_upscale(edges, w, h) > 0] = 0
+    if edges.any():
+        strength[_upscale(edges, w, h) > 0] = 0
     sample = strength[::step, ::step]
     centre = float(np.median(sample))
     strength -= centre
     noise = 1.4826 * float(np.median(np.abs(sample - centre)))
     threshold = max(NOISE_SIGMAS * noise, MIN_CONTRAST)
-    inked = strength[strength > threshold]
+    inked = sample[sample > threshold]
+    if inked.size < 100:  # thin strokes can slip between the sampled pixels
+        inked = strength[strength > threshold]
     level = float(np.percentile(inked, 75)) if inked.size else 0.0
     return Ink(strength, threshold, level, dark)
 
@@ -365,7 +369,7 @@ def _same_digit(a: _Blob, b: _Blob) -> bool:
 
 def _fragment_of(f: _Blob, d: _Blob) -> float | None:
     """How far the small piece f is from d, if it may be a detached part of d's top (a 5's bar)."""
-    if (f.h >= FRAGMENT_HEIGHT * d.h or not FRAGMENT_AREA * d.area <= f.area <= d.area / 2
+    if (f.h >= FRAGMENT_HEIGHT * d.h or not FRAGMENT_AREA * d.area <= f.area < d.area
             or f.y0 + f.y1 >= d.y0 + d.y1):
         return None
     w, h = max(f.x1, d.x1) - min(f.x0, d.x0), max(f.y1, d.y1) - min(f.y0, d.y0)
@@ -398,11 +402,12 @@ def _lines(blobs: list[_Blob]) -> list[list[_Blob]]:
     """Group into lines of writing (top to bottom), each left to right."""
     lines: list[tuple[list[int], list[_Blob]]] = []  # ([top, bottom], members)
     for b in sorted(blobs, key=lambda b: (b.y0 + b.y1) / 2):
-        best, best_overlap = None, 0.5 * b.h
+        best, best_share = None, 0.5
         for span, members in lines:
-            overlap = min(span[1], b.y1) - max(span[0], b.y0)
-            if overlap >= best_overlap:
-                best, best_overlap = (span, members), overlap
+            # Overlap as a share of the shorter: a flat digit sits inside the band of a tall one.
+            share = (min(span[1], b.y1) - max(span[0], b.y0)) / min(b.h, span[1] - span[0])
+            if share >= best_share:
+                best, best_share = (span, members), share
         if best is None:
             lines.append(([b.y0, b.y1], [b]))
         else:
@@ -430,18 +435,27 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
         if not runs.any():
             continue
         # The runs of a slightly tilted rule touch corner to corner; a dilation bridges breaks where the
-        # rule is faint or passes under a digit.
-        bridge = np.ones((1, 3 * run) if axis == 1 else (3 * run, 1), np.uint8)
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(runs, bridge), connectivity=8)
+        # rule is faint or passes under a digit. Labelling a pooled copy is enough to group them.
+        k = RULE_POOL
+        h, w = runs.shape
+        pooled = cv2.dilate(runs, np.ones((k, k), np.uint8), anchor=(0, 0))[::k, ::k]  # any ink in each k x k block
+        bridge = np.ones((1, 3 * run // k) if axis == 1 else (3 * run // k, 1), np.uint8)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(pooled, bridge), connectivity=8)
+
+        def full(small: np.ndarray) -> np.ndarray:  # a pooled region back at full size
+            return np.repeat(np.repeat(small, k, axis=0), k, axis=1)
+
+        stats = stats * k
         rule = np.zeros(n, bool)
         thickness = 0.0
         span = max(RULE_SPAN * side / 2, RULE_MIN_LENGTH)
         for i in np.flatnonzero(stats[:, 2 if axis == 1 else 3] >= span)[1:]:
             x, y, bw, bh = stats[i, :4]
             # A tilted rule leaves the picture through a side: then half the span will do.
-            out = x == 0 or y == 0 or x + bw == mask.shape[1] or y + bh == mask.shape[0]
+            out = x == 0 or y == 0 or x + bw >= w or y + bh >= h
             need = span if out else max(RULE_SPAN * side, RULE_MIN_LENGTH)
-            inside = (lab[y:y + bh, x:x + bw] == i) & (runs[y:y + bh, x:x + bw] > 0)
+            region = runs[y:y + bh, x:x + bw] > 0
+            inside = full(lab[y // k:(y + bh) // k, x // k:(x + bw) // k] == i)[:region.shape[0], :region.shape[1]] & region
             if axis == 0:
                 inside = inside.T
             # Thickness at each point along: ink across, shared among the rules there (digits can link several).
@@ -455,7 +469,7 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
                 rule[i], thickness = True, max(thickness, t)
         if not rule.any():
             continue
-        on_rule = cv2.dilate((rule[lab] & (runs > 0)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        on_rule = cv2.dilate((full(rule[lab])[:h, :w] & (runs > 0)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         t = int(np.ceil(thickness)) + 2  # from the middle of the rule to clear of it
         # Ink thicker across than the rule is a stroke lying along it: that stays.
         thick = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((t + 1, 1) if axis == 1 else (1, t + 1), np.uint8))
