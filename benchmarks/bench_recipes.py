@@ -143,9 +143,10 @@ def run_pytorch_examples(probe: Probe, mnist, seed: int = 1) -> nn.Module:
 
 
 def fmt(seconds: float | None, cut: float | None) -> str:
+    """Training seconds to a threshold: "17.0 s", "> 120 s" (cut off before it) or "not reached"."""
     if seconds is not None:
-        return f"{seconds:.1f}"
-    return f"> {cut:.0f}" if cut is not None else "not reached"
+        return f"{seconds:.1f} s"
+    return f"> {cut:.0f} s" if cut is not None else "not reached"
 
 
 def main() -> None:
@@ -176,10 +177,10 @@ def main() -> None:
             cut = total if total > args.max_seconds else None
             results[recipe] = {"reached": probe.reached, "final": probe.accuracy(model), "total": total, "cut": cut}
             r = results[recipe]
-            print(f"- {recipe}: " + ", ".join(f"{t:.1%}: {fmt(r['reached'].get(t), cut)} s" for t in THRESHOLDS)
+            print(f"- {recipe}: " + ", ".join(f"{t:.1%} at {fmt(r['reached'].get(t), cut)}" for t in THRESHOLDS)
                   + f"; final {r['final']:.2%} after {total:.1f} s{' (cut off)' if cut else ''}", flush=True)
 
-    print("\n| recipe | s to 99.0% | s to 99.5% | final test accuracy | training s | |")
+    print("\n| recipe | to 99.0% | to 99.5% | final test accuracy | training s | |")
     print("| --- | --- | --- | --- | --- | --- |")
     for recipe, r in results.items():
         print(f"| {recipe} | {fmt(r['reached'].get(0.990), r['cut'])} | {fmt(r['reached'].get(0.995), r['cut'])} "
