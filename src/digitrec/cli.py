@@ -223,7 +223,7 @@ def cmd_serve(args) -> int:
 def cmd_draw(args) -> int:
     from digitrec.gui import run
 
-    run(args.model)
+    run(args.model, backend=args.backend)
     return 0
 
 
@@ -243,6 +243,12 @@ def cmd_models(args) -> int:
         print(f"{name:<10} {r.description}\n{'':<10} recipe: {r.epochs} epoch{'s' if r.epochs > 1 else ''}, batch {r.batch_size}, "
               f"lr {r.lr:g} {r.schedule}, augment {'on' if r.augment else 'off'}")
     return 0
+
+
+def add_backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                   help="model runtime: onnx (onnxruntime, starts fast), torch, or auto: onnx where the run has "
+                        "an up-to-date model.onnx (default)")
 
 
 def build_parser() -> Parser:
@@ -304,9 +310,7 @@ def build_parser() -> Parser:
                    help="write copies with boxes and labels drawn: into folder OUT, or to the file OUT for one image")
     p.add_argument("--top-k", type=positive_int, default=3, help="alternatives listed per digit in --json (default 3)")
     p.add_argument("--model", metavar="RUN_DIR", help="run directory (default: the bundled model)")
-    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
-                   help="model runtime: onnx (onnxruntime, starts fast), torch, or auto: onnx where the run has "
-                        "an up-to-date model.onnx (default)")
+    add_backend_option(p)
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("demo", help="a short video of the model reading digits as they are written",
@@ -322,6 +326,7 @@ def build_parser() -> Parser:
                        description="Open a window with a canvas: draw digits with the mouse or a pen and see them "
                                    "read as you draw. Clear, undo, brush size, open an image, save a PNG.")
     p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
+    add_backend_option(p)
     p.set_defaults(handler=cmd_draw)
 
     p = sub.add_parser("serve", help="a web page to draw or upload digits, and an HTTP API",
@@ -333,9 +338,7 @@ def build_parser() -> Parser:
     p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
     p.add_argument("--max-upload-mb", type=positive_float, metavar="MB", help="largest picture accepted, in MB (default 10)")
     p.add_argument("--max-megapixels", type=positive_float, metavar="N", help="largest picture accepted, in megapixels (default 40)")
-    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
-                   help="model runtime: onnx (onnxruntime, starts fast), torch, or auto: onnx where the run has "
-                        "an up-to-date model.onnx (default)")
+    add_backend_option(p)
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("export", help="write a trained model as ONNX, for onnxruntime and fast starts",

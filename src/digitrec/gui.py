@@ -40,7 +40,7 @@ TEXT, MUTED, SURE, DOUBT, BAR, TRACK = "#1d1d1f", "#646c78", "#1b7a3a", "#e67e00
 INK = "#000000"
 
 
-def run(model: str | None = None) -> None:
+def run(model: str | None = None, backend: str = "auto") -> None:
     """Open the window and run it until it is closed; the model loads while the window shows.
 
     Raises UsageError with one line when there is no display, or when the model cannot be loaded.
@@ -50,7 +50,7 @@ def run(model: str | None = None) -> None:
     except tk.TclError as e:
         raise UsageError(f"cannot open a window ({e}); without a display, read digits in a browser "
                          f"with `digitrec serve`") from None
-    app = App(root, LiveReader(lambda: _load(model), start=False))
+    app = App(root, LiveReader(lambda: _load(model, backend), start=False))
     root.update()  # the window shows before the model's loading competes with it for the processor
     app.reader.start()
     # Ctrl-C or `kill` close the window at the next tick: raised inside a Tk callback, the usual
@@ -68,15 +68,14 @@ def run(model: str | None = None) -> None:
         raise KeyboardInterrupt
 
 
-def _load(model: str | None):
-    _preload_torch()
-    import torch
-
+def _load(model: str | None, backend: str):
+    from digitrec.export import BUNDLED_DIR, ONNX
     from digitrec.recognize import load
 
+    if backend == "torch" or not ((BUNDLED_DIR if model is None else Path(model)) / ONNX).is_file():
+        _preload_torch()  # torch is the runtime: load its libraries without freezing the window
     # A few 28x28 digits gain nothing from parallel kernels, and idle cores keep the window smooth.
-    torch.set_num_threads(1)
-    return load(model)
+    return load(model, backend=backend, threads=1)
 
 
 def _preload_torch() -> None:
