@@ -60,3 +60,24 @@ def model_dir(tmp_path_factory, real_mnist):
     out = tmp_path_factory.mktemp("model") / "fast"
     run(TrainConfig.for_model("fast", data_dir=str(real_mnist)), out, log=lambda s: None, progress=False)
     return out
+
+
+def digitrec_cli(*args, capsys):
+    """Run the `digitrec` command in-process; returns (exit status, stdout, stderr)."""
+    from digitrec.cli import main
+
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status, err, *words):
+    """What every bad input must give: exit status 2 and one line on stderr naming the problem."""
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], lines[0]

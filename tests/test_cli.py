@@ -7,26 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from digitrec.cli import main
 from digitrec.data import write_idx
-
-
-def digitrec(*args, capsys):
-    """Run the command in-process; returns (exit status, stdout, stderr)."""
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(status, err, *words):
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
+from conftest import assert_one_line_error, digitrec_cli
 
 
 TINY = ["--model", "fast", "--batch-size", "32", "--val-split", "60", "--threads", "1"]
@@ -34,13 +16,13 @@ TINY = ["--model", "fast", "--batch-size", "32", "--val-split", "60", "--threads
 
 def test_train_then_evaluate(tiny_mnist, tmp_path, capsys):
     out = tmp_path / "run"
-    status, text, _ = digitrec("train", *TINY, "--epochs", "2", "--data-dir", tiny_mnist, "--out", out, capsys=capsys)
+    status, text, _ = digitrec_cli("train", *TINY, "--epochs", "2", "--data-dir", tiny_mnist, "--out", out, capsys=capsys)
     assert status == 0
     assert "epoch 1/2" in text and "epoch 2/2" in text and "test accuracy" in text
-    status, text, _ = digitrec("evaluate", out, "--data-dir", tiny_mnist, capsys=capsys)
+    status, text, _ = digitrec_cli("evaluate", out, "--data-dir", tiny_mnist, capsys=capsys)
     assert status == 0
     assert "test accuracy" in text and "confusion matrix" in text and "precision" in text
-    status, text, _ = digitrec("evaluate", out, "--data-dir", tiny_mnist, "--json", capsys=capsys)
+    status, text, _ = digitrec_cli("evaluate", out, "--data-dir", tiny_mnist, "--json", capsys=capsys)
     m = json.loads(text)
     assert {"accuracy", "loss", "n", "per_class", "confusion_matrix"} <= set(m)
     assert m["n"] == 100 and sum(map(sum, m["confusion_matrix"])) == 100
@@ -57,62 +39,62 @@ def test_train_then_evaluate(tiny_mnist, tmp_path, capsys):
     (["--bogus"], ["unrecognized arguments: --bogus"]),
 ])
 def test_bad_training_options(tiny_mnist, tmp_path, capsys, args, words):
-    status, _, err = digitrec("train", "--data-dir", tiny_mnist, "--out", tmp_path / "r", *args, capsys=capsys)
+    status, _, err = digitrec_cli("train", "--data-dir", tiny_mnist, "--out", tmp_path / "r", *args, capsys=capsys)
     assert_one_line_error(status, err, *words)
     assert not (tmp_path / "r").exists()
 
 
 def test_missing_data_dir(tmp_path, capsys):
-    status, _, err = digitrec("train", *TINY, "--data-dir", tmp_path / "nope", "--out", tmp_path / "r", capsys=capsys)
+    status, _, err = digitrec_cli("train", *TINY, "--data-dir", tmp_path / "nope", "--out", tmp_path / "r", capsys=capsys)
     assert_one_line_error(status, err, "does not exist", "nope")
 
 
 def test_corrupt_and_mismatched_data(tiny_mnist, tmp_path, capsys):
     images = tiny_mnist / "train-images-idx3-ubyte.gz"
     images.write_bytes(images.read_bytes()[:100])
-    status, _, err = digitrec("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "r1", capsys=capsys)
+    status, _, err = digitrec_cli("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "r1", capsys=capsys)
     assert_one_line_error(status, err, "train-images-idx3-ubyte.gz")
     write_idx(images, np.zeros((300, 28, 28), np.uint8))
     write_idx(tiny_mnist / "train-labels-idx1-ubyte.gz", np.zeros(10, np.uint8))
-    status, _, err = digitrec("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "r2", capsys=capsys)
+    status, _, err = digitrec_cli("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "r2", capsys=capsys)
     assert_one_line_error(status, err, "10 labels for 300 images")
 
 
 def test_unwritable_output_dir(tiny_mnist, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    status, _, err = digitrec("train", *TINY, "--data-dir", tiny_mnist, "--out", blocker / "run", capsys=capsys)
+    status, _, err = digitrec_cli("train", *TINY, "--data-dir", tiny_mnist, "--out", blocker / "run", capsys=capsys)
     assert_one_line_error(status, err, "cannot write to output directory")
     assert blocker.read_text() == "not a folder"
 
 
 def test_resume_without_checkpoint(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    status, _, err = digitrec("train", "--resume", tmp_path / "empty", capsys=capsys)
+    status, _, err = digitrec_cli("train", "--resume", tmp_path / "empty", capsys=capsys)
     assert_one_line_error(status, err, "no checkpoint")
-    status, _, err = digitrec("train", "--resume", tmp_path / "missing", capsys=capsys)
+    status, _, err = digitrec_cli("train", "--resume", tmp_path / "missing", capsys=capsys)
     assert_one_line_error(status, err, "not a directory")
 
 
 def test_existing_run_is_refused_and_kept(tiny_mnist, tmp_path, capsys):
     out = tmp_path / "run"
-    assert digitrec("train", *TINY, "--epochs", "1", "--data-dir", tiny_mnist, "--out", out, capsys=capsys)[0] == 0
+    assert digitrec_cli("train", *TINY, "--epochs", "1", "--data-dir", tiny_mnist, "--out", out, capsys=capsys)[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    status, _, err = digitrec("train", *TINY, "--epochs", "1", "--data-dir", tiny_mnist, "--out", out, capsys=capsys)
+    status, _, err = digitrec_cli("train", *TINY, "--epochs", "1", "--data-dir", tiny_mnist, "--out", out, capsys=capsys)
     assert_one_line_error(status, err, "already holds a run", "--overwrite")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_evaluate_bad_checkpoints(tiny_mnist, tmp_path, capsys):
-    status, _, err = digitrec("evaluate", tmp_path / "nope", capsys=capsys)
+    status, _, err = digitrec_cli("evaluate", tmp_path / "nope", capsys=capsys)
     assert_one_line_error(status, err, "no such run directory")
     out = tmp_path / "run"
-    assert digitrec("train", *TINY, "--epochs", "1", "--data-dir", tiny_mnist, "--out", out, capsys=capsys)[0] == 0
+    assert digitrec_cli("train", *TINY, "--epochs", "1", "--data-dir", tiny_mnist, "--out", out, capsys=capsys)[0] == 0
     (out / "model.safetensors").write_bytes(b"garbage")
-    status, _, err = digitrec("evaluate", out, "--data-dir", tiny_mnist, capsys=capsys)
+    status, _, err = digitrec_cli("evaluate", out, "--data-dir", tiny_mnist, capsys=capsys)
     assert_one_line_error(status, err, "model.safetensors", "not a valid safetensors file")
     (out / "model.json").write_text("{truncated")
-    status, _, err = digitrec("evaluate", out, "--data-dir", tiny_mnist, capsys=capsys)
+    status, _, err = digitrec_cli("evaluate", out, "--data-dir", tiny_mnist, capsys=capsys)
     assert_one_line_error(status, err, "model.json", "not a readable JSON")
 
 

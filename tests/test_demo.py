@@ -10,8 +10,8 @@ from PIL import Image
 
 import digitrec
 from digitrec import checkpoint, demo
-from digitrec.cli import main
 from digitrec.train import TrainConfig, run
+from conftest import assert_one_line_error, digitrec_cli
 
 
 @pytest.fixture(scope="module")
@@ -20,23 +20,6 @@ def fast_run(real_mnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("fast")
     run(TrainConfig.for_model("fast", data_dir=str(real_mnist)), out, overwrite=True, log=lambda _: None)
     return out
-
-
-def digitrec_cli(*args, capsys):
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(status, err, *words):
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def decode(path):

@@ -17,17 +17,9 @@ from digitrec.errors import UsageError
 from digitrec.export import ONNX, OnnxBackend, load_logits, onnx_is_current
 from digitrec.models import create_model
 from digitrec.recognize import TorchBackend
+from conftest import digitrec_cli
 
 SRC = Path(digitrec.__file__).resolve().parents[1]
-
-
-def digitrec_cli(*args, capsys):
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture

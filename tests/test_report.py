@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_mnist
+from conftest import assert_one_line_error, digitrec_cli, write_mnist
 from digitrec import checkpoint, report
-from digitrec.cli import main
 from digitrec.data import load_mnist
 from digitrec.train import TrainConfig, run
 
@@ -26,23 +25,6 @@ def tiny_run(tmp_path_factory):
     cfg = TrainConfig.for_model("fast", epochs=2, batch_size=32, val_split=60, threads=1, data_dir=str(data))
     run(cfg, out, overwrite=True, log=lambda _: None)
     return out, data
-
-
-def digitrec(*args, capsys):
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(status, err, *words):
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 class Page(HTMLParser):
@@ -118,18 +100,18 @@ def test_figures_agree_with_the_metrics_of_the_run(tiny_run):
 def test_train_writes_the_report_unless_told_not_to(tiny_mnist, tmp_path, capsys):
     tiny = ["--model", "fast", "--batch-size", "32", "--val-split", "60", "--threads", "1", "--epochs", "1",
             "--data-dir", tiny_mnist]
-    status, text, _ = digitrec("train", *tiny, "--out", tmp_path / "with", capsys=capsys)
+    status, text, _ = digitrec_cli("train", *tiny, "--out", tmp_path / "with", capsys=capsys)
     assert status == 0 and "report:" in text
     assert all((tmp_path / "with" / f"{name}.png").is_file() for name in FIGURES)
     assert (tmp_path / "with" / "report.html").is_file()
-    status, text, _ = digitrec("train", *tiny, "--no-report", "--out", tmp_path / "without", capsys=capsys)
+    status, text, _ = digitrec_cli("train", *tiny, "--no-report", "--out", tmp_path / "without", capsys=capsys)
     assert status == 0 and "report:" not in text
     assert not list((tmp_path / "without").glob("*.png")) and not (tmp_path / "without" / "report.html").exists()
 
 
 def test_report_command_on_demand(tiny_run, tmp_path, capsys):
     run_dir, data = tiny_run
-    status, text, err = digitrec("report", run_dir, "--out", tmp_path / "a" / "b", capsys=capsys)
+    status, text, err = digitrec_cli("report", run_dir, "--out", tmp_path / "a" / "b", capsys=capsys)
     assert status == 0, err
     assert "report.html" in text and (tmp_path / "a" / "b" / "report.html").is_file()
 
@@ -143,9 +125,9 @@ def test_report_of_the_bundled_model_needs_an_output_folder(tiny_run, tmp_path, 
             f.unlink()  # a bundled model ships weights and description only
     monkeypatch.setattr(checkpoint, "BUNDLED_DIR", bundled)
     monkeypatch.setattr(report, "BUNDLED_DIR", bundled)
-    status, _, err = digitrec("report", capsys=capsys)
+    status, _, err = digitrec_cli("report", capsys=capsys)
     assert_one_line_error(status, err, "--out")
-    status, _, err = digitrec("report", "--out", tmp_path / "bundled-report", "--data-dir", data, capsys=capsys)
+    status, _, err = digitrec_cli("report", "--out", tmp_path / "bundled-report", "--data-dir", data, capsys=capsys)
     assert status == 0, err
     made = sorted(p.stem for p in (tmp_path / "bundled-report").glob("*.png"))
     assert made == sorted(set(FIGURES) - {"curves"})  # no history shipped, so no learning curves
@@ -157,29 +139,29 @@ def test_bad_input_is_one_clear_line(tiny_run, tmp_path, capsys):
     no_history = tmp_path / "no-history"
     shutil.copytree(run_dir, no_history)
     (no_history / "history.csv").unlink()
-    status, _, err = digitrec("report", no_history, capsys=capsys)
+    status, _, err = digitrec_cli("report", no_history, capsys=capsys)
     assert_one_line_error(status, err, "history.csv", "no-history")
 
     no_checkpoint = tmp_path / "no-checkpoint"
     no_checkpoint.mkdir()
     (no_checkpoint / "history.csv").write_text((run_dir / "history.csv").read_text())
-    status, _, err = digitrec("report", no_checkpoint, capsys=capsys)
+    status, _, err = digitrec_cli("report", no_checkpoint, capsys=capsys)
     assert_one_line_error(status, err, "no checkpoint")
 
-    status, _, err = digitrec("report", tmp_path / "nowhere", capsys=capsys)
+    status, _, err = digitrec_cli("report", tmp_path / "nowhere", capsys=capsys)
     assert_one_line_error(status, err, "no such run directory")
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    status, _, err = digitrec("report", run_dir, "--out", blocker, capsys=capsys)
+    status, _, err = digitrec_cli("report", run_dir, "--out", blocker, capsys=capsys)
     assert_one_line_error(status, err, "cannot write the report", "a-file")
-    status, _, err = digitrec("report", run_dir, "--out", blocker / "sub", capsys=capsys)
+    status, _, err = digitrec_cli("report", run_dir, "--out", blocker / "sub", capsys=capsys)
     assert_one_line_error(status, err, "cannot write the report")
 
 
 def test_report_of_a_real_mnist_dry_run(real_mnist, tmp_path, capsys):
     out = tmp_path / "dry"
-    status, text, err = digitrec("train", "--model", "fast", "--dry-run", "--threads", "2", "--data-dir", real_mnist,
+    status, text, err = digitrec_cli("train", "--model", "fast", "--dry-run", "--threads", "2", "--data-dir", real_mnist,
                                  "--out", out, capsys=capsys)
     assert status == 0, err
     stored = json.loads((out / "metrics.json").read_text())

@@ -24,7 +24,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
