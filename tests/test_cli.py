@@ -64,7 +64,7 @@ def test_unwritable_output_dir(tiny_mnist, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     status, _, err = digitrec_cli("train", *TINY, "--data-dir", tiny_mnist, "--out", blocker / "run", capsys=capsys)
-    assert_one_line_error(status, err, "cannot write to output directory")
+    assert_one_line_error(status, err, "cannot write the run into")
     assert blocker.read_text() == "not a folder"
 
 

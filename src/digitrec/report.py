@@ -21,7 +21,7 @@ import numpy as np
 
 from digitrec import __version__
 from digitrec.checkpoint import BUNDLED_DIR, load_checkpoint, read_json, resolve_run_dir
-from digitrec.data import atomic_write_bytes, load_mnist
+from digitrec.data import atomic_write_bytes, load_mnist, writable_dir
 from digitrec.errors import UsageError
 from digitrec.evaluate import metrics_from_logits, predict_logits
 from digitrec.train import DRY_RUN_EVAL, HISTORY, METRICS, read_history
@@ -68,18 +68,6 @@ def make_figures(images, labels, probs, metrics: dict, history: list[dict] | Non
     return figures
 
 
-def _check_writable(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"cannot write the report into {out}: it is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write the report into {out}: {e.strerror or e}") from None
-
-
 def write_report(run_dir: str | os.PathLike | None, out: str | os.PathLike | None = None,
                  data_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> Path:
     """Evaluate the model of `run_dir` (None: the bundled model) on the MNIST test set and write
@@ -100,7 +88,7 @@ def write_report(run_dir: str | os.PathLike | None, out: str | os.PathLike | Non
     if not bundled and not history:
         raise UsageError(f"{run_dir}: no training history ({HISTORY} is missing or empty); "
                          "is it a run directory made by `digitrec train`?")
-    _check_writable(out)
+    writable_dir(out, "the report")
 
     model, meta = load_checkpoint(run_dir)
     config = meta.get("config") or {}

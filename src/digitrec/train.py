@@ -37,7 +37,7 @@ from digitrec import __version__
 from digitrec.augment import augment_batch
 from digitrec.checkpoint import (META, WEIGHTS, load_tensors, read_json, save_checkpoint, save_tensors,
                                  tensors_metadata, write_json)
-from digitrec.data import MNIST, atomic_write_bytes, load_mnist
+from digitrec.data import MNIST, atomic_write_bytes, load_mnist, writable_dir
 from digitrec.errors import UsageError
 from digitrec.evaluate import as_batch, evaluate_model, fit_temperature, predict_logits
 from digitrec.models import TemperatureScaled, create_model, get_recipe
@@ -196,17 +196,9 @@ def interrupts_deferred():
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"cannot use {out} as the output directory: it is a file")
     if out.is_dir() and not overwrite and any((out / n).exists() for n in (META, HISTORY, WEIGHTS)):
         raise UsageError(f"{out} already holds a run; choose another --out, --resume it, or pass --overwrite")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write to output directory {out}: {e.strerror or e}") from None
+    writable_dir(out, "the run")
     if overwrite:
         for name in (METRICS, STATE):
             (out / name).unlink(missing_ok=True)
