@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def test_offline_without_a_copy_says_where_to_put_the_files(tmp_path, monkeypatc
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setenv("DIGITREC_DATA", str(tmp_path / "empty"))
     with pytest.raises(DataError) as e:
         load_mnist()
@@ -123,7 +124,7 @@ def test_download_tries_the_next_mirror_and_checks_sha256(tmp_path, monkeypatch)
         payload = (source / url.rsplit("/", 1)[1]).read_bytes()
         return FakeResponse(payload + b"x" if url.startswith("https://tampered") else payload)
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     target = tmp_path / "cache"
     monkeypatch.setenv("DIGITREC_DATA", str(target))
     mnist = load_mnist()

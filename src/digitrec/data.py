@@ -13,8 +13,6 @@ import hashlib
 import os
 import struct
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +171,9 @@ def _find(folder: Path, name: str) -> Path | None:
 
 
 def _download(folder: Path, name: str, sha256: str) -> Path:
+    import urllib.error  # here, not at the top: reading digits never downloads, and starts faster
+    import urllib.request
+
     errors = []
     for mirror in MIRRORS:
         try:
