@@ -9,28 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import digitrec
 from digitrec.checkpoint import save_checkpoint
-from digitrec.cli import main
 from digitrec.data import load_mnist
 from digitrec.models import create_model
 from digitrec.recognize import Recognizer
 from digitrec.synth import Style, compose
-from digitrec.train import TrainConfig, run
+from conftest import digitrec_cli
 from test_preprocess import bad_files, written
-
-BUNDLED = Path(digitrec.__file__).parent / "weights" / "model.json"
-
-
-def digitrec_cli(*args, capsys):
-    """Run the command in-process; returns (exit status, stdout, stderr)."""
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
 
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory) -> Path:
@@ -40,25 +25,15 @@ def untrained(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, real_mnist):
-    """The bundled model when the package has one (None), else a `fast` model trained here (seconds)."""
-    if BUNDLED.is_file():
-        return None
-    out = tmp_path_factory.mktemp("model") / "fast"
-    run(TrainConfig.for_model("fast", data_dir=str(real_mnist)), out, log=lambda s: None, progress=False)
-    return out
-
-
 def model_args(run_dir):
     return [] if run_dir is None else ["--model", run_dir]
 
 
 @pytest.fixture
-def photo_files(tmp_path, trained, real_mnist):
+def photo_files(tmp_path, model_dir, real_mnist):
     """Two photos of numbers made of MNIST test digits the model reads right on their own."""
     mnist = load_mnist(real_mnist, download=False)
-    probs = Recognizer.from_checkpoint(trained).classify(mnist.test_images[:500])
+    probs = Recognizer.from_checkpoint(model_dir).classify(mnist.test_images[:500])
     sure = np.flatnonzero((probs.argmax(1) == mnist.test_labels[:500]) & (probs.max(1) > 0.99))
     pick = {d: mnist.test_images[sure[mnist.test_labels[sure] == d][0]] for d in range(10)}
     files = {}
@@ -72,15 +47,15 @@ def photo_files(tmp_path, trained, real_mnist):
     return files
 
 
-def test_numbers_are_read_for_people_and_as_json(trained, photo_files, capsys):
+def test_numbers_are_read_for_people_and_as_json(model_dir, photo_files, capsys):
     paths = list(photo_files)
-    status, out, err = digitrec_cli("predict", *paths, *model_args(trained), capsys=capsys)
+    status, out, err = digitrec_cli("predict", *paths, *model_args(model_dir), capsys=capsys)
     assert status == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].startswith(f"{paths[0]}: 3141  (lowest confidence ")
     assert lines[1].startswith(f"{paths[1]}: 27 / 18  (lowest confidence ")
 
-    status, out, err = digitrec_cli("predict", "--json", *paths, *model_args(trained), capsys=capsys)
+    status, out, err = digitrec_cli("predict", "--json", *paths, *model_args(model_dir), capsys=capsys)
     objs = [json.loads(line) for line in out.splitlines()]
     assert status == 0 and [o["file"] for o in objs] == [str(p) for p in paths]
     assert [o["text"] for o in objs] == list(photo_files.values())

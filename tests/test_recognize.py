@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,20 +16,6 @@ from digitrec.data import load_mnist
 from digitrec.preprocess import ImageError
 from digitrec.recognize import Recognizer, draw_reading
 from digitrec.synth import Style, compose
-from digitrec.train import TrainConfig, run
-
-BUNDLED = Path(digitrec.__file__).parent / "weights" / "model.json"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, real_mnist):
-    """The bundled model when the package has one (None), else a `fast` model trained here (seconds)."""
-    if BUNDLED.is_file():
-        return None
-    out = tmp_path_factory.mktemp("model") / "fast"
-    run(TrainConfig.for_model("fast", data_dir=str(real_mnist)), out, log=lambda s: None, progress=False)
-    return out
-
 
 @pytest.fixture(scope="module")
 def rec(model_dir):
