@@ -101,23 +101,14 @@ function showReading(prefix, reading, extra = {}) {
   $(`${prefix}-digits`).replaceChildren(...reading.digits.map(digitCard));
 }
 
-function showProblem(prefix, message) {
+// A message in place of a reading: state "error" (shown as a problem) or "empty" (a hint).
+function showMessage(prefix, message, state) {
   const text = $(`${prefix}-text`);
   text.textContent = "";
-  text.dataset.state = "error";
+  text.dataset.state = state;
   const status = $(`${prefix}-status`);
   status.textContent = message;
-  status.classList.add("error");
-  $(`${prefix}-digits`).replaceChildren();
-}
-
-function showEmpty(prefix, message) {
-  const text = $(`${prefix}-text`);
-  text.textContent = "";
-  text.dataset.state = "empty";
-  const status = $(`${prefix}-status`);
-  status.textContent = message;
-  status.classList.remove("error");
+  status.classList.toggle("error", state === "error");
   $(`${prefix}-digits`).replaceChildren();
 }
 
@@ -231,7 +222,7 @@ async function askNow() {
       drawMarks();
     }
   } catch (error) {
-    if (asked === generation) { shown = null; clearMarks(); showProblem("draw", error.message); }
+    if (asked === generation) { shown = null; clearMarks(); showMessage("draw", error.message, "error"); }
   } finally {
     inFlight = false;
     if (again && strokes.length) askNow();
@@ -251,7 +242,7 @@ function drawingChanged() {
   } else {
     shown = null;
     clearMarks();
-    showEmpty("draw", "Several digits side by side, or on two lines, are fine.");
+    showMessage("draw", "Several digits side by side, or on two lines, are fine.", "empty");
   }
 }
 
@@ -319,7 +310,7 @@ let uploads = 0;           // only the latest picture's answer is shown
 async function readPicture(file) {
   if (!file) return;
   if (file.size > settings.maxUploadBytes) {
-    showProblem("upload", `${file.name} is ${megabytes(file.size)}; pictures up to ${megabytes(settings.maxUploadBytes)} can be read.`);
+    showMessage("upload", `${file.name} is ${megabytes(file.size)}; pictures up to ${megabytes(settings.maxUploadBytes)} can be read.`, "error");
     return;
   }
   const mine = ++uploads;
@@ -340,7 +331,7 @@ async function readPicture(file) {
     if (mine !== uploads) return;
     figure.hidden = true;
     drop.hidden = false;
-    showProblem("upload", `${file.name}: ${error.message}`);
+    showMessage("upload", `${file.name}: ${error.message}`, "error");
   } finally {
     if (mine === uploads) figure.classList.remove("busy");
     URL.revokeObjectURL(preview);
