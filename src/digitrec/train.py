@@ -41,6 +41,7 @@ from digitrec.data import MNIST, atomic_write_bytes, load_mnist, writable_dir
 from digitrec.errors import UsageError
 from digitrec.evaluate import as_batch, evaluate_model, fit_temperature, predict_logits
 from digitrec.models import TemperatureScaled, create_model, get_recipe
+from digitrec.optim import AdamW
 
 STATE = "train_state.safetensors"
 HISTORY = "history.csv"
@@ -129,15 +130,15 @@ def split_train_val(mnist: MNIST, val_split: int) -> tuple[torch.Tensor, ...]:
     return images[tr], labels[tr], images[va], labels[va]
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> AdamW:
     # Decay conv and linear weights only; biases and batch-norm scales stay free.
     decay = [p for p in model.parameters() if p.dim() > 1]
     rest = [p for p in model.parameters() if p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    return AdamW(groups, lr=cfg.lr)
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def optimizer_tensors(opt: AdamW) -> dict[str, torch.Tensor]:
     out = {}
     for i, state in opt.state_dict()["state"].items():
         for key, value in state.items():
@@ -145,7 +146,7 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+def load_optimizer_tensors(opt: AdamW, tensors: dict[str, torch.Tensor]) -> None:
     sd = opt.state_dict()
     state: dict[int, dict] = {}
     for name, value in tensors.items():
@@ -353,7 +354,7 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
     return summary
 
 
-def restore(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict) -> tuple[int, list[dict]]:
+def restore(out: Path, model: torch.nn.Module, opt: AdamW, meta: dict) -> tuple[int, list[dict]]:
     """Load weights, optimiser state and history of the last completed epoch in `out`."""
     epoch = int(meta.get("epoch", 0))
     for path in (out / WEIGHTS, out / STATE):
