@@ -170,6 +170,19 @@ def test_close_neighbours_stay_apart():
     assert len(crops) == 4 and [c.line for c in crops] == [0] * 4
 
 
+def test_a_speck_between_two_lines_does_not_join_them():
+    page = np.full((600, 500), 255, np.uint8)
+    cv2.line(page, (140, 160), (140, 330), 0, 12)  # 1, first line
+    cv2.line(page, (270, 200), (370, 200), 0, 12)  # 7, first line
+    cv2.line(page, (370, 200), (300, 345), 0, 12)
+    cv2.circle(page, (191, 332), 4, 0, -1)  # a speck of dirt just below the lines' gap
+    cv2.line(page, (200, 395), (115, 555), 0, 12)  # a slanted 1 on the second line, under the speck
+    cv2.ellipse(page, (400, 485), (65, 55), 0, 0, 360, 0, 12)  # 0
+    crops = extract_digits(page)
+    assert [c.line for c in crops] == [0, 0, 1, 1], [c.box for c in crops]
+    assert all(c.box[3] < 200 for c in crops), [c.box for c in crops]
+
+
 def test_crops_have_mnist_form():
     crop = extract_digits(written("6", Style(scale=8, light=0.3, noise=4)).image)[0].image
     ys, xs = np.nonzero(crop)

@@ -63,6 +63,7 @@ JOIN_OVERLAP = 0.5  # horizontal overlap, as a fraction of the narrower piece
 JOIN_GAP = 0.35  # largest vertical gap, as a fraction of the taller piece
 JOIN_HEIGHT = 1.45  # the joined digit is at most this many times the taller piece ...
 JOIN_TOUCH = 0.1  # ... unless the gap is this small (a faint stroke broke a digit in two)
+JOIN_SMALL = 0.25  # a piece shorter than this fraction of the other joins it only across such a small gap
 FRAGMENT_HEIGHT = 0.6  # a piece this much shorter than its neighbour is no digit on its own ...
 FRAGMENT_AREA = 0.02  # ... with less ink than it, but not less than this fraction (a speck) ...
 FRAGMENT_DISTANCE = 0.3  # ... and goes to it if this near (in its heights) by its upper half
@@ -364,7 +365,10 @@ def _same_digit(a: _Blob, b: _Blob) -> bool:
     taller = max(a.h, b.h)
     gap = max(a.y0, b.y0) - min(a.y1, b.y1)
     joined = max(a.y1, b.y1) - min(a.y0, b.y0)
-    return gap <= JOIN_TOUCH * taller or (gap <= JOIN_GAP * taller and joined <= JOIN_HEIGHT * taller)
+    if gap <= JOIN_TOUCH * taller:
+        return True
+    # A speck between two lines of writing must not bridge them.
+    return min(a.h, b.h) >= JOIN_SMALL * taller and gap <= JOIN_GAP * taller and joined <= JOIN_HEIGHT * taller
 
 
 def _fragment_of(f: _Blob, d: _Blob) -> float | None:
