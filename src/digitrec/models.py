@@ -5,7 +5,7 @@ MNIST) and returns logits (B, 10). Normalisation happens inside the model, so ca
 
     >>> from digitrec.models import create_model, list_models
     >>> list_models()
-    ['accurate', 'baseline', 'fast']
+    ['accurate', 'baseline', 'deep', 'fast']
     >>> create_model("fast")(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 10])
 """
@@ -121,6 +121,25 @@ def accurate() -> nn.Module:
         *conv_bn(1, 32, kernel=5),  # (B, 32, 28, 28)
         nn.MaxPool2d(2),  # (B, 32, 14, 14)
         *conv_bn(32, 64),
+        nn.MaxPool2d(2),  # (B, 64, 7, 7)
+        *conv_bn(64, 128),
+        nn.MaxPool2d(2, ceil_mode=True),  # (B, 128, 4, 4)
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(128 * 4 * 4, 10),
+    )
+
+
+@register_model(epochs=30, batch_size=128, lr=4e-3, schedule="onecycle", augment=True,
+                label_smoothing=0.1, weight_decay=5e-4,
+                description="accurate with a second conv at 14x14, trained 30 epochs: the bundled model's members")
+def deep() -> nn.Module:
+    return nn.Sequential(
+        Normalize(),
+        *conv_bn(1, 32, kernel=5),  # (B, 32, 28, 28)
+        nn.MaxPool2d(2),  # (B, 32, 14, 14)
+        *conv_bn(32, 64),
+        *conv_bn(64, 64),
         nn.MaxPool2d(2),  # (B, 64, 7, 7)
         *conv_bn(64, 128),
         nn.MaxPool2d(2, ceil_mode=True),  # (B, 128, 4, 4)
