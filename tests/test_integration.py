@@ -1,10 +1,15 @@
 """End to end on the real MNIST files: what a user gets from the README's commands."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import digitrec
+from digitrec.checkpoint import BUNDLED_DIR, read_json
 from digitrec.cli import main
+from digitrec.data import load_mnist
 
 
 def test_dry_run_train_then_evaluate_on_real_mnist(real_mnist, tmp_path, capsys):
@@ -26,3 +31,16 @@ def test_one_epoch_of_the_fast_model_reads_mnist(real_mnist, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_n"] == 10000 and metrics["test_accuracy"] >= 0.985
     assert "test accuracy" in r.stdout
+
+
+def test_the_bundled_model_scores_what_its_model_card_says(real_mnist):
+    """The README's model card and model.json quote the bundled model's test accuracy: it must hold."""
+    mnist = load_mnist(real_mnist, download=False)
+    probs = digitrec.load().classify(mnist.test_images)  # the backend predict uses
+    accuracy = float((probs.argmax(1) == mnist.test_labels).mean())
+    recorded = read_json(BUNDLED_DIR / "model.json", "bundled model")["metrics"]["test_accuracy"]
+    assert abs(accuracy - recorded) <= 0.0002  # ONNX and torch may differ on a digit or two
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    card = re.search(r"ensemble \*\*(\d+\.\d+)%\*\*", readme)
+    assert card, "the model card's ensemble accuracy is missing from the README"
+    assert f"{accuracy:.2%}" == card.group(1) + "%"
