@@ -116,30 +116,24 @@ def fast() -> nn.Module:
                 label_smoothing=0.1, weight_decay=5e-4,
                 description="batch-norm CNN trained with augmentation: 99.5% in 12 epochs (default)")
 def accurate() -> nn.Module:
-    return nn.Sequential(
-        Normalize(),
-        *conv_bn(1, 32, kernel=5),  # (B, 32, 28, 28)
-        nn.MaxPool2d(2),  # (B, 32, 14, 14)
-        *conv_bn(32, 64),
-        nn.MaxPool2d(2),  # (B, 64, 7, 7)
-        *conv_bn(64, 128),
-        nn.MaxPool2d(2, ceil_mode=True),  # (B, 128, 4, 4)
-        nn.Flatten(),
-        nn.Dropout(0.3),
-        nn.Linear(128 * 4 * 4, 10),
-    )
+    return _pooled_cnn(second_conv=False)
 
 
 @register_model(epochs=30, batch_size=128, lr=4e-3, schedule="onecycle", augment=True,
                 label_smoothing=0.1, weight_decay=5e-4,
                 description="accurate with a second conv at 14x14, trained 30 epochs: the bundled model's members")
 def deep() -> nn.Module:
+    return _pooled_cnn(second_conv=True)
+
+
+def _pooled_cnn(second_conv: bool) -> nn.Module:
+    """Three conv stages with max-pooling, 28 -> 14 -> 7 -> 4, then dropout and one linear layer."""
     return nn.Sequential(
         Normalize(),
         *conv_bn(1, 32, kernel=5),  # (B, 32, 28, 28)
         nn.MaxPool2d(2),  # (B, 32, 14, 14)
         *conv_bn(32, 64),
-        *conv_bn(64, 64),
+        *(conv_bn(64, 64) if second_conv else []),
         nn.MaxPool2d(2),  # (B, 64, 7, 7)
         *conv_bn(64, 128),
         nn.MaxPool2d(2, ceil_mode=True),  # (B, 128, 4, 4)
