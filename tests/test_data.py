@@ -1,4 +1,6 @@
 import gzip
+import os
+import stat
 import hashlib
 import urllib.error
 import urllib.request
@@ -131,3 +133,15 @@ def test_download_tries_the_next_mirror_and_checks_sha256(tmp_path, monkeypatch)
     assert mnist.train_images.shape == (300, 28, 28)
     assert sorted(p.name for p in target.iterdir()) == sorted(n for n, _ in files.values())
     assert len(asked) == 12  # each file: refused, tampered (sha256 mismatch), then good
+
+
+def test_atomic_writes_leave_files_readable_like_any_other(tmp_path):
+    old = os.umask(0o022)
+    try:
+        data.atomic_write_bytes(tmp_path / "model.json", b"{}")
+        (tmp_path / "plain.txt").write_bytes(b"")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "model.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o644
+    assert (tmp_path / "model.json").read_bytes() == b"{}" and not list(tmp_path.glob(".*.tmp"))

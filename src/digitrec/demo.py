@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import digitrec
 from digitrec.checkpoint import BUNDLED_DIR, META
-from digitrec.data import atomic_write_bytes, load_mnist
+from digitrec.data import atomic_write_bytes, load_mnist, new_file_mode
 from digitrec.errors import UsageError
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25  # even sizes: H.264 in yuv420p needs them
@@ -383,6 +383,7 @@ def write_mp4(frames: Iterator[np.ndarray], path: Path, encoder: tuple[str, list
     program, options, _ = encoder
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
     os.close(fd)
+    os.chmod(tmp, new_file_mode())
     command = [program, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", "-", *options, "-movflags", "+faststart", tmp]
     count = 0
