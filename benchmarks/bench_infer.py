@@ -20,13 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from digitrec.checkpoint import save_checkpoint
+from digitrec.checkpoint import BUNDLED_DIR, META, read_json, save_checkpoint
 from digitrec.data import load_mnist
 from digitrec.export import export_onnx, load_logits
 from digitrec.models import create_model
@@ -97,7 +98,8 @@ def main() -> None:
             runs[name].mkdir()
             save_checkpoint(runs[name], create_model(name), {"architecture": name, "epoch": 0})
             export_onnx(runs[name])
-        runs["bundled ensemble (3 accurate)"] = None
+        members = Counter(m["architecture"] for m in read_json(BUNDLED_DIR / META, "bundled model")["members"])
+        runs[f"bundled ensemble ({', '.join(f'{n} {a}' for a, n in members.items())})"] = None
 
         print("| model | backend | images/s, batch 1024 | p50 ms, batch 1 | p99 ms, batch 1 | target |")
         print("| --- | --- | --- | --- | --- | --- |")
