@@ -137,11 +137,13 @@ def test_download_tries_the_next_mirror_and_checks_sha256(tmp_path, monkeypatch)
 
 def test_atomic_writes_leave_files_readable_like_any_other(tmp_path):
     old = os.umask(0o022)
+    data.new_file_mode.cache_clear()  # read the umask this test sets
     try:
         data.atomic_write_bytes(tmp_path / "model.json", b"{}")
         (tmp_path / "plain.txt").write_bytes(b"")
     finally:
         os.umask(old)
+        data.new_file_mode.cache_clear()
     mode = stat.S_IMODE((tmp_path / "model.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o644
     assert (tmp_path / "model.json").read_bytes() == b"{}" and not list(tmp_path.glob(".*.tmp"))

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -109,9 +110,13 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     atomic_write_bytes(path, payload)
 
 
+@functools.cache
 def new_file_mode() -> int:
-    """The permissions an ordinary new file gets here (0o666 less the umask); temp files start at 0o600."""
-    umask = os.umask(0)
+    """The permissions an ordinary new file gets here (0o666 less the umask); temp files start at 0o600.
+
+    The umask can only be read by setting it, so it is read once, before any writer threads run.
+    """
+    umask = os.umask(0o077)
     os.umask(umask)
     return 0o666 & ~umask
 
