@@ -33,7 +33,7 @@ def test_train_then_evaluate(tiny_mnist, tmp_path, capsys):
     (["--model", "resnet"], ["unknown model 'resnet'", "fast"]),
     (["--epochs", "0"], ["--epochs", "at least 1"]),
     (["--epochs", "-3"], ["--epochs"]),
-    (["--batch-size", "0"], ["--batch-size", "at least 1"]),
+    (["--batch-size", "1"], ["--batch-size", "at least 2"]),
     (["--lr", "abc"], ["--lr", "not a number"]),
     (["--val-split", "-1"], ["--val-split"]),
     (["--bogus"], ["unrecognized arguments: --bogus"]),

@@ -91,3 +91,11 @@ def test_two_trainings_never_write_one_folder(tiny_mnist, tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(UsageError, match="another digitrec train"):
             run(TrainConfig(), out, resume=True, log=lambda s: None)
+
+
+def test_a_last_batch_of_one_image_does_not_stop_training(tiny_mnist, tmp_path):
+    # 300 - 43 = 257 training images = 8 batches of 32 and one image, which batch norm cannot
+    # normalise where a model's last conv leaves one value per channel (strided).
+    cfg = TrainConfig.for_model("strided", epochs=1, batch_size=32, val_split=43, threads=1, data_dir=str(tiny_mnist))
+    summary = run(cfg, tmp_path / "run", log=lambda s: None)
+    assert summary["epochs"] == 1 and (tmp_path / "run" / "model.safetensors").is_file()

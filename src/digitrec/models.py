@@ -78,9 +78,10 @@ class Normalize(nn.Module):
         return (x - MNIST_MEAN) / MNIST_STD
 
 
-def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
+def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, pad: bool = True) -> list[nn.Module]:
+    """Conv, batch norm, ReLU; `pad` keeps the size (at stride 1), else the conv shrinks it by kernel - 1."""
     # No conv bias: the batch norm right after it has its own.
-    return [nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False),
+    return [nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2 if pad else 0, bias=False),
             nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
@@ -124,6 +125,25 @@ def accurate() -> nn.Module:
                 description="accurate with a second conv at 14x14, trained 30 epochs: the bundled model's members")
 def deep() -> nn.Module:
     return _pooled_cnn(second_conv=True)
+
+
+@register_model(epochs=30, batch_size=128, lr=4e-3, schedule="onecycle", augment=True,
+                label_smoothing=0.1, weight_decay=5e-4,
+                description="no pooling: unpadded 3x3 convs, strided 5x5 convs to downsample; 30 epochs")
+def strided() -> nn.Module:
+    return nn.Sequential(
+        Normalize(),
+        *conv_bn(1, 32, pad=False), *conv_bn(32, 32, pad=False),  # (B, 32, 24, 24)
+        *conv_bn(32, 32, kernel=5, stride=2),  # (B, 32, 12, 12)
+        nn.Dropout(0.4),
+        *conv_bn(32, 64, pad=False), *conv_bn(64, 64, pad=False),  # (B, 64, 8, 8)
+        *conv_bn(64, 64, kernel=5, stride=2),  # (B, 64, 4, 4)
+        nn.Dropout(0.4),
+        *conv_bn(64, 128, kernel=4, pad=False),  # (B, 128, 1, 1)
+        nn.Flatten(),
+        nn.Dropout(0.4),
+        nn.Linear(128, 10),
+    )
 
 
 def _pooled_cnn(second_conv: bool) -> nn.Module:

@@ -84,7 +84,7 @@ class TrainConfig:
         get_recipe(self.model)  # raises for an unknown name
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (self.batch_size >= 2, f"--batch-size must be at least 2, for batch norm (got {self.batch_size})"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number (got {self.lr})"),
             (self.schedule in ("onecycle", "constant"), f"unknown schedule {self.schedule!r}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
@@ -265,7 +265,8 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_y) / cfg.batch_size)
+    # A last batch of a single image is left out: batch norm cannot normalise one value per channel.
+    steps_per_epoch = len(train_y) // cfg.batch_size + (len(train_y) % cfg.batch_size > 1)
     if cfg.dry_run:
         steps_per_epoch = min(steps_per_epoch, DRY_RUN_STEPS)
     total_steps = cfg.epochs * steps_per_epoch
