@@ -122,7 +122,7 @@ def cmd_predict(args) -> int:
     from PIL import Image
 
     from digitrec.data import atomic_write_bytes
-    from digitrec.preprocess import IMAGE_SUFFIXES, ImageError, images_in, load_image
+    from digitrec.images import IMAGE_SUFFIXES, ImageError, images_in, load_image
     from digitrec.recognize import draw_reading, load
 
     if args.top_k > 10:

@@ -199,7 +199,7 @@ class Drawing:
         self._changed()
 
     def open(self, pixels: np.ndarray) -> None:
-        """Make a picture, (H, W) or (H, W, 3) uint8 as preprocess.load_image gives it, the paper."""
+        """Make a picture, (H, W) or (H, W, 3) uint8 as images.load_image gives it, the paper."""
         self.clear()
         self.background = pixels.copy()
         self.background.flags.writeable = False  # shared with the reading thread

@@ -242,7 +242,7 @@ class App:
 
         from PIL import Image
 
-        from digitrec.preprocess import load_image
+        from digitrec.images import load_image
 
         try:
             with warnings.catch_warnings():

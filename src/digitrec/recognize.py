@@ -1,4 +1,4 @@
-"""Read the digits in a picture: preprocessing (preprocess.py) + a trained model, as one object.
+"""Read the digits in a picture: preprocessing (images, ink, segment, shape) + a trained model, as one object.
 
 Every front end (the `digitrec predict` command, the desktop and web apps, Python users) reads
 through a Recognizer, so they all see the same preprocessing and the same model.
@@ -25,7 +25,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from digitrec.preprocess import Picture, extract_digits, load_image
+from digitrec.images import Picture, load_image
+from digitrec.segment import extract_digits
 
 LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
 TOP_K = 3  # alternatives kept per digit
@@ -132,7 +133,7 @@ class Recognizer:
     def read(self, source, top_k: int = TOP_K) -> Reading:
         """Read every digit in a picture: a path, bytes, a PIL image or an array (H, W[, 3|4]).
 
-        Raises preprocess.ImageError (a UsageError) when the picture cannot be read.
+        Raises images.ImageError (a UsageError) when the picture cannot be read.
         """
         picture = load_image(source)
         crops = extract_digits(picture.pixels)

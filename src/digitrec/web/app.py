@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digitrec import __version__
 from digitrec.errors import UsageError
-from digitrec.preprocess import ImageError, load_image
+from digitrec.images import ImageError, load_image
 from digitrec.recognize import TOP_K, Recognizer, draw_reading, load
 
 MAX_UPLOAD_BYTES = 10_000_000  # largest picture accepted, in bytes

@@ -1,0 +1,187 @@
+"""Where the ink is: the paper's brightness, the ink's polarity and strength, ruled lines erased.
+
+    >>> from digitrec.images import load_image, to_gray
+    >>> from digitrec.ink import find_ink
+    >>> find_ink(to_gray(load_image("board.jpg").pixels)).dark_on_light
+    False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Finding the ink.
+WORK_MAX_SIDE = 1600  # larger pictures are searched at this size (boxes are mapped back)
+BG_SMALL_SIDE = 96  # the paper's brightness is estimated on a copy this small (shorter side) ...
+BG_WINDOW = 31  # ... with filters this wide there: a third of the picture, wider than any stroke
+BLOB_FILL = 0.15  # a median this much darker than a closing (lighter on a board) may sit inside a thick stroke
+EDGE_STEP = 0.25  # paper brightness changing this much from one cell to the next: an edge (a page on a desk)
+NOISE_SIGMAS = 4.0  # ink must stand this many noise deviations above the paper
+MIN_CONTRAST = 0.1  # and be at least this much darker than the paper around it (lighter on a board)
+MASK_LEVEL = 0.12  # strokes are where ink exceeds this fraction of the typical ink strength
+PAPER_FLOOR = 16  # grey level below which a board counts as this bright (ink is a ratio to it)
+
+# Ruled lines (notebook rules, graph paper, a margin) are erased before digits are looked for.
+RULE_SPAN = 0.75  # a rule crosses at least this much of the picture (half if it runs out of it) ...
+RULE_MIN_LENGTH = 100  # ... and at least this many pixels ...
+RULE_RUN = 0.04  # ... in straight runs at least this long (also as a fraction of the picture's side) ...
+RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture's other side, 4 pixels at least)
+RULE_POOL = 4  # which runs form one rule is worked out on a copy this many times smaller
+
+
+@dataclass(frozen=True)
+class Ink:
+    strength: np.ndarray  # (H, W) float32: ink's departure from the paper, as a fraction of the paper's brightness
+    threshold: float  # weakest strength that is ink rather than noise
+    level: float  # typical strength of the strokes (0 when there are none)
+    dark_on_light: bool  # dark ink on light paper (else light ink on a dark board)
+
+
+def find_ink(gray: np.ndarray) -> Ink:
+    """How strongly each pixel is ink, whatever the polarity and lighting.
+
+    The paper's brightness is estimated at low resolution with filters wider than any stroke; the
+    ink is then measured against it as a ratio, which cancels uneven lighting.
+
+    >>> find_ink(to_gray(load_image("board.jpg").pixels)).dark_on_light
+    False
+    """
+    h, w = gray.shape
+    f = min(1.0, BG_SMALL_SIDE / min(h, w))
+    small = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    step = max(1, max(h, w) // 300)  # polarity and noise are judged on every step-th pixel
+    grid = gray[::step, ::step].astype(np.float32)
+    median = cv2.medianBlur(small, BG_WINDOW).astype(np.float32)
+    dark = _dark_on_light(grid - _upscale(median, *grid.shape[::-1]))
+    paper, edges = _paper(small, median, dark)
+    # Ink over paper as a ratio: both are lit by the same light, so uneven lighting cancels.
+    paper = _upscale(paper, w, h)
+    strength = (paper - gray) if dark else (gray - paper)
+    strength /= np.maximum(paper, PAPER_FLOOR)
+    if edges.any():
+        strength[_upscale(edges, w, h) > 0] = 0
+    sample = strength[::step, ::step]
+    centre = float(np.median(sample))
+    strength -= centre
+    noise = 1.4826 * float(np.median(np.abs(sample - centre)))
+    threshold = max(NOISE_SIGMAS * noise, MIN_CONTRAST)
+    inked = sample[sample > threshold]
+    if inked.size < 100:  # thin strokes can slip between the sampled pixels
+        inked = strength[strength > threshold]
+    level = float(np.percentile(inked, 75)) if inked.size else 0.0
+    return Ink(strength, threshold, level, dark)
+
+
+def _paper(small: np.ndarray, median: np.ndarray, dark: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's brightness in a small copy of the picture, and where it has an edge (no ink read there).
+
+    The median of a wide window is the paper wherever ink covers less than half of it, and it keeps
+    the edges of a page on a desk. Inside a thick stroke or a filled loop the ink wins the vote. A
+    closing (an opening on a board) wipes out anything narrower than the window, so where it disagrees
+    with the median, clear of the picture's border, the median is inside ink: there the paper is
+    filled in from around. (Along the border the closing is wrong instead: it cannot see past it, and
+    it fills in a strip of desk beside a page.)
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (BG_WINDOW, BG_WINDOW))
+    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN, kernel,
+                              borderType=cv2.BORDER_REPLICATE).astype(np.float32)
+    # Disagreements that matter: beyond the noise (a closing of noise is biased by a few deviations)
+    # and a good part of the ink's contrast (a median inside ink jumps most of the way to the ink).
+    away = small - median
+    noise = 1.4826 * float(np.median(np.abs(away))) + 1
+    contrast = float(np.percentile(-away if dark else away, 99.5))
+    pulled = np.abs(closed - median) > np.maximum(BLOB_FILL * np.maximum(closed, PAPER_FLOOR),
+                                                  max(NOISE_SIGMAS * noise, BLOB_FILL * contrast))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(pulled.astype(np.uint8), connectivity=8)
+    x, y, bw, bh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    inside = (x > 0) & (y > 0) & (x + bw < small.shape[1]) & (y + bh < small.shape[0])
+    inside[0] = False
+    paper = median.astype(np.uint8)
+    if inside.any():
+        holes = cv2.dilate(inside[labels].astype(np.uint8), np.ones((5, 5), np.uint8))  # with the rim
+        paper = cv2.inpaint(paper, holes, 3, cv2.INPAINT_TELEA)
+    paper = paper.astype(np.float32)
+    # A sharp step in the paper's brightness, as large as the ink's contrast, is the edge of an object
+    # (a page on a desk), not light.
+    grad = cv2.morphologyEx(paper, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    step = np.maximum(EDGE_STEP * np.maximum(paper, PAPER_FLOOR), max(NOISE_SIGMAS * noise, EDGE_STEP * 2 * contrast))
+    edges = cv2.dilate((grad > step).astype(np.uint8), np.ones((3, 3), np.uint8))
+    return paper, edges
+
+
+def _upscale(small: np.ndarray, w: int, h: int) -> np.ndarray:
+    return cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _dark_on_light(diff: np.ndarray) -> bool:
+    """Ink is the minority that departs far from the local paper: see which side departs more."""
+    t = NOISE_SIGMAS * (1.4826 * float(np.median(np.abs(diff))) + 1)
+    return bool(np.clip(-diff - t, 0, None).sum() >= np.clip(diff - t, 0, None).sum())
+
+
+def _erase_rules(strength: np.ndarray, cut: float) -> None:
+    """Erase ruled lines from the ink above `cut` (in place), keeping the strokes that cross them.
+
+    A rule is long, thin and nearly straight: runs of ink along one axis that together span most of
+    the picture. On the rule, a pixel keeps only as much ink as there is on both sides of the rule
+    (a stroke crossing it) or ink thicker than the rule (a stroke lying along it). A stroke as thin as
+    the rule that lies along it is lost where it lies on it.
+    """
+    for axis in (1, 0):  # horizontal rules run along x (axis 1), vertical ones along y (axis 0)
+        mask = (strength > cut).astype(np.uint8)
+        side, other = mask.shape[axis], mask.shape[1 - axis]
+        run = max(9, int(RULE_RUN * side))
+        kernel = np.ones((1, run) if axis == 1 else (run, 1), np.uint8)
+        runs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+        if not runs.any():
+            continue
+        # The runs of a slightly tilted rule touch corner to corner; a dilation bridges breaks where the
+        # rule is faint or passes under a digit. Labelling a pooled copy is enough to group them.
+        k = RULE_POOL
+        h, w = runs.shape
+        pooled = cv2.dilate(runs, np.ones((k, k), np.uint8), anchor=(0, 0))[::k, ::k]  # any ink in each k x k block
+        bridge = np.ones((1, 3 * run // k) if axis == 1 else (3 * run // k, 1), np.uint8)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(pooled, bridge), connectivity=8)
+
+        def full(small: np.ndarray) -> np.ndarray:  # a pooled region back at full size
+            return np.repeat(np.repeat(small, k, axis=0), k, axis=1)
+
+        stats = stats * k
+        rule = np.zeros(n, bool)
+        thickness = 0.0
+        span = max(RULE_SPAN * side / 2, RULE_MIN_LENGTH)
+        for i in np.flatnonzero(stats[:, 2 if axis == 1 else 3] >= span)[1:]:
+            x, y, bw, bh = stats[i, :4]
+            # A tilted rule leaves the picture through a side: then half the span will do.
+            out = x == 0 or y == 0 or x + bw >= w or y + bh >= h
+            need = span if out else max(RULE_SPAN * side, RULE_MIN_LENGTH)
+            region = runs[y:y + bh, x:x + bw] > 0
+            inside = full(lab[y // k:(y + bh) // k, x // k:(x + bw) // k] == i)[:region.shape[0], :region.shape[1]] & region
+            if axis == 0:
+                inside = inside.T
+            # Thickness at each point along: ink across, shared among the rules there (digits can link several).
+            crossings = (inside[1:] & ~inside[:-1]).sum(axis=0) + inside[0]
+            along = np.flatnonzero(crossings)
+            if along[-1] - along[0] + 1 < need:  # only the bridges made it long
+                continue
+            across = inside.sum(axis=0) / np.maximum(crossings, 1)
+            t = float(np.percentile(across[along], 20))  # strokes on a rule do not count
+            if t <= max(4.0, RULE_THICKNESS * other):
+                rule[i], thickness = True, max(thickness, t)
+        if not rule.any():
+            continue
+        on_rule = cv2.dilate((full(rule[lab])[:h, :w] & (runs > 0)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        t = int(np.ceil(thickness)) + 2  # from the middle of the rule to clear of it
+        # Ink thicker across than the rule is a stroke lying along it: that stays.
+        thick = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((t + 1, 1) if axis == 1 else (1, t + 1), np.uint8))
+        on_rule &= thick == 0
+        pad = ((t, t), (0, 0)) if axis == 1 else ((0, 0), (t, t))
+        padded = np.pad(strength, pad, mode="edge")
+        if axis == 1:
+            both_sides = np.minimum(padded[:-2 * t], padded[2 * t:])  # ink t rows above and t rows below
+        else:
+            both_sides = np.minimum(padded[:, :-2 * t], padded[:, 2 * t:])
+        strength[on_rule] = np.minimum(strength[on_rule], both_sides[on_rule])
