@@ -66,12 +66,138 @@ def test_a_run_is_never_overwritten_by_accident(tiny_mnist, tmp_path):
 
 def test_resume_checks_the_checkpoint_belongs_together(tiny_mnist, tmp_path):
     out = tmp_path / "run"
-    run(tiny_config(tiny_mnist, epochs=1), out, log=lambda s: None)
-    meta = json.loads((out / "model.json").read_text())
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(tiny_mnist, epochs=2), out, log=stop_after_epoch(1))
+    folder = out / "resume" / "epoch-1"
+    meta = json.loads((folder / "model.json").read_text())
     meta["epoch"] = 0
-    (out / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(UsageError, match="killed while saving"):
+    (folder / "model.json").write_text(json.dumps(meta))  # the manifest no longer vouches for it
+    with pytest.raises(UsageError, match="no complete epoch"):
         run(TrainConfig(), out, resume=True, log=lambda s: None)
+
+
+def stop_at(start):
+    """A log that stops the training (as Ctrl-C does) at the first line beginning with `start`."""
+    def log(line):
+        if line.startswith(start):
+            raise KeyboardInterrupt
+    return log
+
+
+def stop_after_epoch(n):
+    return stop_at(f"epoch {n}/")
+
+
+def same_weights(a, b):
+    a, b = load_file(a), load_file(b)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_kill_while_an_epoch_is_saved_resumes_from_the_last_complete_one(tiny_mnist, tmp_path):
+    cfg = tiny_config(tiny_mnist, epochs=3)
+    run(cfg, tmp_path / "straight", log=lambda s: None)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out, log=stop_after_epoch(2))
+    # What a kill halfway through saving epoch 3 leaves: a half-written epoch folder, the weights
+    # beside model.json already replaced by newer ones, and a temp file.
+    partial = out / "resume" / ".epoch-3.partial"
+    partial.mkdir()
+    (partial / "train_state.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "ahead", log=stop_after_epoch(3))
+    (out / "model.safetensors").write_bytes((tmp_path / "ahead" / "model.safetensors").read_bytes())
+    (out / ".history.csv.k2j4.tmp").write_bytes(b"epoch,tr")
+
+    lines = []
+    run(TrainConfig(), out, resume=True, log=lines.append)
+    assert "after epoch 2 of 3" in lines[0]
+    assert same_weights(tmp_path / "straight" / "model.safetensors", out / "model.safetensors")
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "model.json", "model.safetensors"]
+
+
+def test_a_resume_repairs_the_copies_beside_model_json(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(tiny_mnist, epochs=3), out, log=stop_after_epoch(2))
+    committed = (out / "resume" / "epoch-2" / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(b"killed before the copy")
+    with pytest.raises(KeyboardInterrupt):
+        run(TrainConfig(), out, resume=True, log=stop_at("resuming"))
+    assert (out / "model.safetensors").read_bytes() == committed
+
+
+def test_sigterm_waits_until_the_epoch_is_saved(monkeypatch):
+    import os
+    import signal
+
+    from digitrec.train import interrupts_deferred
+
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: got.append("TERM"))
+    try:
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            held = list(got)
+        assert held == [] and got == ["TERM"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_full_disk_keeps_the_last_epoch_and_says_so(tiny_mnist, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    out = tmp_path / "run"
+    real_fsync, calls = os.fsync, []
+
+    def full_from_epoch_2(fd):
+        if any(line.startswith("epoch 1/") for line in calls):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_from_epoch_2)
+    with pytest.raises(UsageError) as e:
+        run(tiny_config(tiny_mnist, epochs=3), out, log=calls.append)
+    assert "cannot save epoch 2" in str(e.value) and "No space left on device" in str(e.value)
+    assert "epoch 1 is kept" in str(e.value)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    lines = []
+    run(TrainConfig(), out, resume=True, log=lines.append)
+    assert "after epoch 1 of 3" in lines[0]
+
+
+def test_a_finished_run_holds_only_what_the_user_asked_for(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    run(tiny_config(tiny_mnist, epochs=2), out, log=lambda s: None)
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "metrics.json", "model.json", "model.safetensors"]
+    with pytest.raises(UsageError, match="is finished"):
+        run(TrainConfig(), out, resume=True, log=lambda s: None)
+
+
+def test_a_first_training_that_fails_leaves_no_folder(tmp_path):
+    out = tmp_path / "runs" / "first"
+    with pytest.raises(UsageError, match="does not exist"):
+        run(tiny_config(tmp_path / "no-data", epochs=1), out, log=lambda s: None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_refused_overwrite_leaves_the_running_training_alone(tiny_mnist, tmp_path):
+    import fcntl
+    import os
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(tiny_mnist, epochs=3), out, log=stop_after_epoch(1))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    held = os.open(out, os.O_RDONLY)  # as a training still running there holds it
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UsageError, match="another digitrec train"):
+            run(tiny_config(tiny_mnist, epochs=1, seed=5), out, overwrite=True, log=lambda s: None)
+    finally:
+        os.close(held)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_one_cycle_warms_up_then_decays():
@@ -84,13 +210,18 @@ def test_one_cycle_warms_up_then_decays():
 
 def test_two_trainings_never_write_one_folder(tiny_mnist, tmp_path):
     import fcntl
+    import os
 
     out = tmp_path / "run"
-    run(tiny_config(tiny_mnist, epochs=1), out, log=lambda s: None)
-    with open(out / ".lock", "a") as held:
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(tiny_mnist, epochs=2), out, log=stop_after_epoch(1))
+    held = os.open(out, os.O_RDONLY)
+    try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(UsageError, match="another digitrec train"):
             run(TrainConfig(), out, resume=True, log=lambda s: None)
+    finally:
+        os.close(held)
 
 
 def test_a_last_batch_of_one_image_does_not_stop_training(tiny_mnist, tmp_path):

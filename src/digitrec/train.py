@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
+import json
 import math
+import os
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, fields
@@ -26,6 +30,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save as st_save
 from tqdm import tqdm
 
 try:
@@ -35,7 +40,7 @@ except ImportError:  # Windows: no advisory locks; training into one folder twic
 
 from digitrec import __version__
 from digitrec.augment import augment_batch
-from digitrec.checkpoint import (META, WEIGHTS, load_tensors, read_json, save_checkpoint, save_tensors,
+from digitrec.checkpoint import (FORMAT, META, WEIGHTS, load_tensors, read_json, save_checkpoint,
                                  tensors_metadata, write_json)
 from digitrec.data import MNIST, atomic_write_bytes, load_mnist, writable_dir
 from digitrec.errors import UsageError
@@ -46,6 +51,9 @@ from digitrec.optim import AdamW
 STATE = "train_state.safetensors"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+RESUME = "resume"  # folder of the last complete epoch's files, what --resume continues from
+MANIFEST = "manifest.json"  # in an epoch folder: the epoch and each file's sha256, written last
+PARTIAL = ".partial"  # suffix of an epoch folder still being written
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 DRY_RUN_STEPS = 5  # optimiser steps per epoch in a dry run
 DRY_RUN_EVAL = 500  # images evaluated per split in a dry run
@@ -156,12 +164,12 @@ def load_optimizer_tensors(opt: AdamW, tensors: dict[str, torch.Tensor]) -> None
     opt.load_state_dict(sd)
 
 
-def write_history(path: Path, history: list[dict]) -> None:
+def history_bytes(history: list[dict]) -> bytes:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    return buf.getvalue().encode()
 
 
 def read_history(path: Path) -> list[dict]:
@@ -179,43 +187,172 @@ def read_history(path: Path) -> list[dict]:
         raise UsageError(f"{path}: malformed history ({e})") from None
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Hold Ctrl-C back while a checkpoint is written, then deliver it."""
-    pending = []
+    """Hold Ctrl-C and SIGTERM back while a checkpoint is written, then deliver them."""
+    pending: list[int] = []
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGINT, lambda *a: pending.append(a))
+        for sig in HELD_SIGNALS:
+            previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
     except ValueError:  # not the main thread: signals cannot be caught here anyway
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if pending:
-            raise KeyboardInterrupt
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)  # the handler in place before: KeyboardInterrupt, or SIGTERM's own
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` survive a power cut (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _epoch_dir(out: Path, epoch: int) -> Path:
+    return out / RESUME / f"epoch-{epoch}"
+
+
+def save_epoch(out: Path, model: torch.nn.Module, opt: AdamW, meta: dict, history: list[dict]) -> None:
+    """Write an epoch's files so that they appear together or not at all.
+
+    They are written into a fresh folder, the manifest naming the epoch and each file's sha256 last,
+    and the folder is renamed into place: that one rename commits the epoch. The user-facing copies
+    in `out` follow; a kill between them is repaired by the next --resume.
+    """
+    epoch = int(meta["epoch"])
+    files = {
+        STATE: st_save({k: v.detach().contiguous() for k, v in optimizer_tensors(opt).items()},
+                       metadata={"epoch": str(epoch)}),
+        WEIGHTS: st_save({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+                         metadata={"epoch": str(epoch)}),
+        META: (json.dumps({"format": FORMAT, **meta}, indent=2) + "\n").encode(),
+        HISTORY: history_bytes(history),
+    }
+    manifest = {"epoch": epoch, "files": {name: hashlib.sha256(b).hexdigest() for name, b in files.items()}}
+    files[MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
+    final = _epoch_dir(out, epoch)
+    staging = final.with_name(f".{final.name}{PARTIAL}")
+    with interrupts_deferred():
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            for name, payload in files.items():  # the manifest last: it vouches for the others
+                with open(staging / name, "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+            _fsync_dir(staging)
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(staging, final)
+            _fsync_dir(final.parent)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            kept = complete_epochs(out)
+            raise UsageError(f"cannot save epoch {epoch} into {out}: {e.strerror or e}; "
+                             + (f"epoch {kept[-1][0]} is kept, and `digitrec train --resume {out}` continues from it"
+                                if kept else "no epoch was saved")) from None
+        for older, folder in complete_epochs(out):
+            if older < epoch:
+                shutil.rmtree(folder, ignore_errors=True)
+        _publish(out, final)
+
+
+def _publish(out: Path, folder: Path) -> None:
+    """Copy a committed epoch's user-facing files into `out`, the description last (it vouches for the weights)."""
+    try:
+        for name in (WEIGHTS, HISTORY, META):
+            atomic_write_bytes(out / name, (folder / name).read_bytes())
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror or e}; the last complete epoch is kept in {folder}, "
+                         f"and `digitrec train --resume {out}` restores it") from None
+
+
+def finish_run(out: Path, model: torch.nn.Module, meta: dict, metrics: dict) -> None:
+    """The calibrated model and its test metrics, then the resume state goes: the run is finished."""
+    with interrupts_deferred():
+        try:
+            save_checkpoint(out, model, meta)
+            write_json(out / METRICS, metrics)
+        except OSError as e:
+            raise UsageError(f"cannot write the finished model into {out}: {e.strerror or e}; "
+                             f"`digitrec train --resume {out}` tries again") from None
+        shutil.rmtree(out / RESUME, ignore_errors=True)
+        (out / STATE).unlink(missing_ok=True)  # left by runs of digitrec 0.x, which kept it beside the model
+
+
+def complete_epochs(out: Path) -> list[tuple[int, Path]]:
+    """The committed epoch folders under `out` whose manifest vouches for every file, oldest first."""
+    found = []
+    for folder in (out / RESUME).glob("epoch-*"):
+        try:
+            epoch = int(folder.name.removeprefix("epoch-"))
+            manifest = json.loads((folder / MANIFEST).read_text())
+            ok = manifest["epoch"] == epoch and set(manifest["files"]) == {STATE, WEIGHTS, META, HISTORY} and all(
+                hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha
+                for name, sha in manifest["files"].items())
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            ok = False
+        if ok:
+            found.append((epoch, folder))
+    return sorted(found)
+
+
+def remove_stray_files(out: Path) -> None:
+    """Temp files and half-written epoch folders that a killed process left behind."""
+    for folder in (out, out / RESUME):
+        for stray in folder.glob(".*.tmp"):
+            stray.unlink(missing_ok=True)
+        for stray in folder.glob(f".*{PARTIAL}"):
+            shutil.rmtree(stray, ignore_errors=True)
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    if out.is_dir() and not overwrite and any((out / n).exists() for n in (META, HISTORY, WEIGHTS)):
+    """Called with the folder locked: nothing is deleted before another training's lock is seen."""
+    if not overwrite and any((out / n).exists() for n in (META, HISTORY, WEIGHTS)):
         raise UsageError(f"{out} already holds a run; choose another --out, --resume it, or pass --overwrite")
-    writable_dir(out, "the run")
+    remove_stray_files(out)
     if overwrite:
         for name in (METRICS, STATE):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / RESUME, ignore_errors=True)
 
 
 def load_resume(out: Path) -> tuple[TrainConfig, dict]:
-    """The config and checkpoint description of an interrupted run in `out`."""
+    """The config and checkpoint description of an interrupted run in `out` (a first look, before the lock)."""
     if not out.is_dir():
         raise UsageError(f"--resume: {out} is not a directory")
-    if not (out / META).is_file():
-        raise UsageError(f"--resume: {out} holds no checkpoint ({META} is missing)")
-    meta = read_json(out / META, "checkpoint description")
+    epochs = complete_epochs(out)
+    if epochs:
+        where = epochs[-1][1]
+    elif (out / METRICS).is_file():
+        raise UsageError(f"--resume: the run in {out} is finished ({METRICS} holds its test results)")
+    elif (out / STATE).is_file() and (out / META).is_file():
+        where = out  # a run of digitrec 0.x, which kept the optimiser state beside the model
+    else:
+        raise UsageError(f"--resume: {out} holds no complete epoch to continue from "
+                         "(the run stopped before its first epoch was saved); start it again")
+    meta = read_json(where / META, "checkpoint description")
     try:
         cfg = TrainConfig(**{f.name: meta["config"][f.name] for f in fields(TrainConfig) if f.name in meta["config"]})
     except (KeyError, TypeError) as e:
-        raise UsageError(f"--resume: {out / META} has no usable config ({e})") from None
+        raise UsageError(f"--resume: {where / META} has no usable config ({e})") from None
     cfg.validate()
     return cfg, meta
 
@@ -226,30 +363,57 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
 
     With resume=True, the config saved in `out` is used (only `cfg.data_dir` and `cfg.threads`, where
     set, replace the saved ones), and training continues after the last completed epoch. `progress` shows a progress bar (None: on a terminal).
+    A training that stops before its first epoch is saved removes the folders it created.
     """
     out = Path(out)
     meta = None
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     if resume:
         saved, meta = load_resume(out)
         saved.data_dir, saved.threads = cfg.data_dir or saved.data_dir, cfg.threads or saved.threads
         cfg = saved
     else:
         cfg.validate()
-        prepare_out_dir(out, overwrite)
-    with exclusive(out):
-        return _fit(cfg, out, meta, log, progress)
+        writable_dir(out, "the run")
+    try:
+        with exclusive(out):
+            if resume:
+                remove_stray_files(out)
+                epochs = complete_epochs(out)  # again, now that no other process writes here
+                meta = {**meta, RESUME: str(epochs[-1][1])} if epochs else meta
+            else:
+                prepare_out_dir(out, overwrite)
+            return _fit(cfg, out, meta, log, progress)
+    except BaseException:
+        if created and not (out / META).exists() and not complete_epochs(out):
+            remove_stray_files(out)
+            shutil.rmtree(out / RESUME, ignore_errors=True)  # holds no complete epoch
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:  # holds something not ours: keep it, and the folders above it
+                    break
+        raise
 
 
 @contextlib.contextmanager
 def exclusive(out: Path):
-    """Refuse to train into a folder that another training process is writing to."""
-    with open(out / ".lock", "a") as f:
-        if fcntl is not None:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"{out} is being written by another digitrec train process") from None
+    """Refuse to train into a folder that another training process is writing to.
+
+    The lock is taken on the folder itself, so no lock file is left behind.
+    """
+    if fcntl is None:
         yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{out} is being written by another digitrec train process") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], None], progress: bool | None) -> dict:
@@ -326,10 +490,7 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
             val = evaluate_model(model, val_x[:eval_n, 0], val_y[:eval_n].numpy())
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         history.append(row)
-        with interrupts_deferred():
-            save_tensors(out / STATE, optimizer_tensors(opt), {"epoch": str(epoch + 1)})
-            save_checkpoint(out, model, describe(epoch + 1, {k: v for k, v in row.items() if k != "epoch"}))
-            write_history(out / HISTORY, history)
+        save_epoch(out, model, opt, describe(epoch + 1, {k: v for k, v in row.items() if k != "epoch"}), history)
         val_text = f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}  " if len(val_y) else ""
         log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%}  "
             f"{val_text}{seconds:.1f}s ({seen / seconds:.0f} img/s)")
@@ -347,30 +508,31 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
                "model": cfg.model, "temperature": temperature, "dry_run": cfg.dry_run}
     final = describe(cfg.epochs, {**{k: v for k, v in last.items() if k != "epoch"},
                                   "test_accuracy": test["accuracy"], "test_loss": test["loss"]})
-    with interrupts_deferred():
-        save_checkpoint(out, model, {**final, "temperature": temperature})
-        write_json(out / METRICS, {**summary, "test": test})
+    finish_run(out, model, {**final, "temperature": temperature}, {**summary, "test": test})
     log(f"test accuracy {test['accuracy']:.2%}  loss {test['loss']:.4f}  ({test['n']} images)"
         + ("  [dry run: not a real result]" if cfg.dry_run else "") + f"  -> {out}")
     return summary
 
 
 def restore(out: Path, model: torch.nn.Module, opt: AdamW, meta: dict) -> tuple[int, list[dict]]:
-    """Load weights, optimiser state and history of the last completed epoch in `out`."""
+    """Load weights, optimiser state and history of the last complete epoch in `out`."""
+    folder = Path(meta[RESUME]) if RESUME in meta else out  # runs of digitrec 0.x kept them beside the model
     epoch = int(meta.get("epoch", 0))
-    for path in (out / WEIGHTS, out / STATE):
+    for path in (folder / WEIGHTS, folder / STATE):
         if tensors_metadata(path).get("epoch") != str(epoch):
-            raise UsageError(f"--resume: {path} does not belong to epoch {epoch} of {out / META}; "
+            raise UsageError(f"--resume: {path} does not belong to epoch {epoch} of {folder / META}; "
                              "the run was killed while saving, so start it again")
-    weights, state = load_tensors(out / WEIGHTS), load_tensors(out / STATE)
-    history = read_history(out / HISTORY)
+    weights, state = load_tensors(folder / WEIGHTS), load_tensors(folder / STATE)
+    history = read_history(folder / HISTORY)
     if len(history) < epoch:
-        raise UsageError(f"--resume: {out / HISTORY} has {len(history)} epochs, the checkpoint {epoch}")
+        raise UsageError(f"--resume: {folder / HISTORY} has {len(history)} epochs, the checkpoint {epoch}")
     try:
         model.load_state_dict(weights)
         load_optimizer_tensors(opt, state)
     except (RuntimeError, ValueError, KeyError) as e:
-        raise UsageError(f"--resume: the checkpoint in {out} does not fit its config ({str(e).splitlines()[0]})") from None
+        raise UsageError(f"--resume: the checkpoint in {folder} does not fit its config ({str(e).splitlines()[0]})") from None
+    if folder != out:
+        _publish(out, folder)  # a kill may have left the copies in `out` an epoch apart
     return epoch, history[:epoch]
 
 
