@@ -41,7 +41,7 @@ def _raw(tmp_path, array):
     (lambda b: b"", "empty or truncated"),
     (lambda b: b"\x89PNG" + b[4:], "not an IDX file"),
     (lambda b: b + b"extra", "trailing data"),
-    (lambda b: b[:4] + (10**6).to_bytes(4, "big") * 3 + b[16:], "more than any MNIST file"),
+    (lambda b: b[:4] + (10**6).to_bytes(4, "big") * 3 + b[16:], "more than any digit data set"),
 ])
 def test_bad_idx_files_name_the_file_and_the_problem(tmp_path, mangle, message):
     path = tmp_path / "bad-idx3-ubyte"
@@ -147,3 +147,52 @@ def test_atomic_writes_leave_files_readable_like_any_other(tmp_path):
     mode = stat.S_IMODE((tmp_path / "model.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o644
     assert (tmp_path / "model.json").read_bytes() == b"{}" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_bit_flipped_gzip_file_is_one_clear_error(tmp_path):
+    import zlib
+
+    packed = gzip.compress(_raw(tmp_path, tiny_digits(20, 0)[0]), mtime=0)
+    for bit in range(8 * 10, 8 * len(packed) - 64):  # inside the deflate stream, past the gzip header
+        flipped = bytearray(packed)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        try:
+            zlib.decompress(bytes(flipped), wbits=31)
+        except zlib.error as e:
+            if "invalid" in str(e):  # the stream itself is damaged, not only its checksum
+                break
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(DataError, match="corrupt"):
+        read_idx(path)
+
+
+def test_dimensions_whose_product_overflows_are_refused(tmp_path):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    # 2**32 - 1 to the fourth power wraps around to a small number in 64-bit arithmetic.
+    path.write_bytes(bytes([0, 0, 8, 4]) + b"\xff\xff\xff\xff" * 4 + b"\x00" * 16)
+    with pytest.raises(DataError, match="more than any digit data set"):
+        read_idx(path)
+    path.write_bytes(bytes([0, 0, 8, 4]) + (2**16).to_bytes(4, "big") * 4 + b"\x00" * 16)
+    with pytest.raises(DataError, match="more than any digit data set"):
+        read_idx(path)
+
+
+def test_memory_follows_the_data_present_not_the_size_claimed(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    # Claims 500,000 digits (392 MB), holds 100 bytes of them.
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + struct_dims(500_000, 28, 28) + b"\x00" * 100))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="truncated: 100 of 392000000"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def struct_dims(*dims):
+    return b"".join(d.to_bytes(4, "big") for d in dims)
