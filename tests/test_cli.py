@@ -126,3 +126,82 @@ def test_a_stopped_training_keeps_its_last_epoch_and_resumes(tiny_mnist, tmp_pat
     assert r.returncode == 0, r.stderr
     assert f"after epoch {kept} of 60" in r.stdout
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 60
+
+
+@pytest.fixture
+def tiny_run(tiny_mnist, tmp_path):
+    from digitrec.train import TrainConfig, run
+
+    cfg = TrainConfig.for_model("fast", epochs=1, batch_size=32, val_split=60, threads=1, data_dir=str(tiny_mnist))
+    run(cfg, tmp_path / "run", log=lambda s: None)
+    return tmp_path / "run"
+
+
+def _digitrec(*args, **popen):
+    return subprocess.Popen([sys.executable, "-m", "digitrec.cli", *map(str, args)], stderr=subprocess.PIPE, **popen)
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tiny_run, tiny_mnist):
+    # As in `digitrec evaluate --json | head -c 10`, with the reader gone before anything is written.
+    p = _digitrec("evaluate", tiny_run, "--json", "--data-dir", tiny_mnist, stdout=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 141 and err == ""
+
+
+def test_output_to_a_full_disk_is_one_line(tiny_run, tiny_mnist):
+    with open("/dev/full", "w") as full:
+        p = _digitrec("evaluate", tiny_run, "--data-dir", tiny_mnist, stdout=full)
+        err = p.stderr.read().decode()
+    assert_one_line_error(p.wait(60), err, "No space left on device")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--val-split", "299"], ["--val-split 299", "leaves 1 training images", "at least 2"]),
+    (["--lr", "1e308"], ["--lr", "up to 10"]),
+    (["--threads", "100000"], ["--threads 100000", "CPU cores"]),
+])
+def test_training_options_out_of_range_are_one_line(tiny_mnist, tmp_path, capsys, args, words):
+    status, _, err = digitrec_cli("train", "--model", "fast", "--dry-run", "--data-dir", tiny_mnist,
+                                  "--out", tmp_path / "run", *args, capsys=capsys)
+    assert_one_line_error(status, err, *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_serve_with_an_invalid_host_name_is_one_line(capsys):
+    status, _, err = digitrec_cli("serve", "--host", "not..valid", "--port", "0", capsys=capsys)
+    assert_one_line_error(status, err, "--host not..valid")
+
+
+def test_export_elsewhere_says_where_the_commands_look(tiny_run, tmp_path, capsys):
+    status, text, _ = digitrec_cli("export", tiny_run, "--out", tmp_path / "fast.onnx", capsys=capsys)
+    assert status == 0 and (tmp_path / "fast.onnx").is_file() and not (tiny_run / "model.onnx").exists()
+    assert "beside model.json" not in text and str(tiny_run / "model.onnx") in text and "onnxruntime" in text
+    status, text, _ = digitrec_cli("export", tiny_run, capsys=capsys)
+    assert status == 0 and f"predict --model {tiny_run}" in text
+
+
+def test_evaluate_names_the_model_first_and_shows_progress(tiny_run, tiny_mnist, capsys):
+    from digitrec.checkpoint import load_checkpoint
+    from digitrec.evaluate import evaluate_model
+    from digitrec.data import load_mnist
+
+    status, text, _ = digitrec_cli("evaluate", tiny_run, "--data-dir", tiny_mnist, capsys=capsys)
+    first = text.splitlines()[0]
+    assert status == 0 and first.startswith(f"model {tiny_run}") and "after temperature scaling" in first
+    model, _ = load_checkpoint(tiny_run)
+    mnist = load_mnist(tiny_mnist)
+    evaluate_model(model, mnist.test_images, mnist.test_labels, progress=True)
+    assert "evaluating" in capsys.readouterr().err
+
+
+def test_an_interrupted_first_epoch_does_not_promise_a_resume(tiny_mnist, tmp_path, capsys, monkeypatch):
+    from digitrec import train
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "load_mnist", interrupted)
+    status, _, err = digitrec_cli("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run", capsys=capsys)
+    assert status == 130 and "--resume" not in err and "nothing was kept" in err
+    assert not (tmp_path / "run").exists()

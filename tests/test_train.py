@@ -230,3 +230,27 @@ def test_a_last_batch_of_one_image_does_not_stop_training(tiny_mnist, tmp_path):
     cfg = TrainConfig.for_model("strided", epochs=1, batch_size=32, val_split=43, threads=1, data_dir=str(tiny_mnist))
     summary = run(cfg, tmp_path / "run", log=lambda s: None)
     assert summary["epochs"] == 1 and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_the_first_lines_say_what_was_resolved_and_what_the_losses_measure(tiny_mnist, tmp_path):
+    lines = []
+    run(tiny_config(tiny_mnist, epochs=1), tmp_path / "run", log=lines.append)
+    config = lines[0]
+    assert config.startswith("config: ") and "=None" not in config
+    assert "threads=1" in config and f"data_dir={tiny_mnist}" in config and ("bf16=True" in config or "bf16=False" in config)
+    losses = next(line for line in lines if line.startswith("losses:"))
+    assert "label smoothing" in losses and "temperature scaling" in losses
+
+
+def test_a_busy_machine_is_pointed_out(monkeypatch):
+    import os
+
+    from digitrec import train
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(train.torch, "get_num_threads", lambda: 8)
+    lines = train.run_header(TrainConfig.for_model("fast"), use_bf16=False)
+    note = next(line for line in lines if line.startswith("note:"))
+    assert "busy" in note and "load average 3.0" in note and "--threads 1" in note
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert not any(line.startswith("note:") for line in train.run_header(TrainConfig.for_model("fast"), False))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ from digitrec.errors import UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 141  # what a shell reports for `cat` stopped by a closed pipe (128 + SIGPIPE)
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,14 +75,17 @@ def cmd_evaluate(args) -> int:
 
     run_dir = resolve_run_dir(args.run_dir)
     model, meta = load_checkpoint(run_dir)
+    if not args.json:  # at once: the evaluation itself takes a while (a bar shows it on a terminal)
+        what = (f"ensemble of {len(meta['members'])} models" if "members" in meta
+                else f"{meta['architecture']}, epoch {meta.get('epoch', '?')}")
+        if meta.get("temperature"):
+            what += f"; probabilities and loss after temperature scaling, T={meta['temperature']}"
+        print(f"model {run_dir} ({what})", flush=True)
     mnist = load_mnist(args.data_dir)
-    m = evaluate_model(model, mnist.test_images, mnist.test_labels)
+    m = evaluate_model(model, mnist.test_images, mnist.test_labels, progress=None)
     if args.json:
         print(json.dumps(m))
     else:
-        what = (f"ensemble of {len(meta['members'])} models" if "members" in meta
-                else f"{meta['architecture']}, epoch {meta.get('epoch', '?')}")
-        print(f"model {run_dir} ({what})")
         print(format_report(m))
     return 0
 
@@ -106,7 +111,7 @@ def cmd_ensemble(args) -> int:
     meta = combine_checkpoints(args.run_dirs, args.out, temperature=calibrate)
     model, _ = load_checkpoint(args.out)
     mnist = load_mnist(args.data_dir)
-    m = evaluate_model(model, mnist.test_images, mnist.test_labels)
+    m = evaluate_model(model, mnist.test_images, mnist.test_labels, progress=None)
     meta["metrics"] = {"test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_ece": m["ece"]}
     write_json(Path(args.out) / META, {"format": FORMAT, **meta})
     print(f"ensemble of {len(meta['members'])} models written to {args.out}: test accuracy {m['accuracy']:.2%}, "
@@ -200,7 +205,10 @@ def cmd_serve(args) -> int:
     from digitrec.recognize import load
     from digitrec.web.app import create_app, listen
 
-    sock = listen(args.host, args.port)
+    try:
+        sock = listen(args.host, args.port)
+    except UnicodeError:  # a name the IDNA codec cannot encode, e.g. with an empty label
+        raise UsageError(f"--host {args.host}: not a valid host name or address") from None
     with sock:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the server's own pixel limit applies
         # Each request reads a few 28x28 digits: one thread apiece, and the requests run side by side.
@@ -230,8 +238,20 @@ def cmd_draw(args) -> int:
 def cmd_export(args) -> int:
     from digitrec.export import export_onnx
 
+    from pathlib import Path
+
+    from digitrec.checkpoint import resolve_run_dir
+    from digitrec.export import ONNX
+
+    run_dir = resolve_run_dir(args.run_dir)
     out = export_onnx(args.run_dir, args.out)
-    print(f"wrote {out}: ONNX, any batch size; `digitrec predict --model` finds it beside model.json")
+    if out.resolve() == (run_dir / ONNX).resolve():
+        use = (f"`digitrec predict --model {args.run_dir}` and the other commands use it from there" if args.run_dir
+               else "the commands use it for the bundled model")
+    else:
+        use = ('for onnxruntime: input "pixels" float32 (N, 1, 28, 28) in [0, 1], output "logits" (N, 10); '
+               f"digitrec's own commands use a run's ONNX file only as {ONNX} in the run directory ({run_dir / ONNX})")
+    print(f"wrote {out}: ONNX, any batch size; {use}")
     return 0
 
 
@@ -358,20 +378,45 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _drop_stdout() -> None:
+    """Send what is left of stdout nowhere, so that exiting does not fail writing it once more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (captured, or closed): nothing to drop
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # `kill` and `timeout` stop as cleanly as Ctrl-C
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe or a full disk can still be told apart
+        return status
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as `cat` does
+        _drop_stdout()
+        return EXIT_CLOSED_PIPE
     except UsageError as e:
         print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        hint = ""
         where = getattr(args, "out", None) or getattr(args, "resume", None)
-        hint = f"; the last complete epoch is kept: digitrec train --resume {where}" if args.command == "train" and where else ""
+        if args.command == "train" and where:
+            from pathlib import Path
+
+            hint = (f"; the last complete epoch is kept: digitrec train --resume {where}"
+                    if (Path(where) / "model.json").is_file() else "; no epoch was complete, nothing was kept")
         print(f"\ndigitrec {args.command}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # the system refused: a full disk, an unwritable output, too many open files
+        where = f" ({e.filename})" if e.filename else ""
+        _drop_stdout()  # it may be what failed (`> /dev/full`); exiting must not try it again
+        print(f"digitrec {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

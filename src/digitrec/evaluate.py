@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 
 def as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -26,11 +27,19 @@ def as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, images, batch_size: int = 1000) -> torch.Tensor:
-    """Logits (N, 10) for uint8 digits (N, 28, 28), in batches, in eval mode."""
+def predict_logits(model: torch.nn.Module, images, batch_size: int = 1000, progress: bool | None = False) -> torch.Tensor:
+    """Logits (N, 10) for uint8 digits (N, 28, 28), in batches, in eval mode.
+
+    `progress` shows a bar on stderr (None: where stderr is a terminal).
+    """
     was_training = model.training
     model.eval()
-    out = [model(as_batch(images[i:i + batch_size])).float() for i in range(0, len(images), batch_size)]
+    out = []
+    with tqdm(total=len(images), desc="evaluating", unit="img", leave=False, dynamic_ncols=True,
+              disable=(not progress) if progress is not None else None) as bar:
+        for i in range(0, len(images), batch_size):
+            out.append(model(as_batch(images[i:i + batch_size])).float())
+            bar.update(len(out[-1]))
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 10)
 
@@ -89,9 +98,10 @@ def fit_temperature(logits: torch.Tensor, labels) -> float:
     return round(float(grid[losses.argmin()]), 4)
 
 
-def evaluate_model(model: torch.nn.Module, images, labels, batch_size: int = 1000) -> dict:
-    """Metrics of `model` on uint8 digits (N, 28, 28) with their labels."""
-    return metrics_from_logits(predict_logits(model, images, batch_size), labels)
+def evaluate_model(model: torch.nn.Module, images, labels, batch_size: int = 1000,
+                   progress: bool | None = False) -> dict:
+    """Metrics of `model` on uint8 digits (N, 28, 28) with their labels; `progress` as in predict_logits."""
+    return metrics_from_logits(predict_logits(model, images, batch_size, progress), labels)
 
 
 def format_report(m: dict) -> str:

@@ -43,6 +43,7 @@ from digitrec.augment import augment_batch
 from digitrec.checkpoint import (FORMAT, META, WEIGHTS, load_tensors, read_json, save_checkpoint,
                                  tensors_metadata, write_json)
 from digitrec.data import MNIST, atomic_write_bytes, load_mnist, writable_dir
+from digitrec.data import data_dir as resolve_data_dir
 from digitrec.errors import UsageError
 from digitrec.evaluate import as_batch, evaluate_model, fit_temperature, predict_logits
 from digitrec.models import TemperatureScaled, create_model, get_recipe
@@ -57,6 +58,12 @@ PARTIAL = ".partial"  # suffix of an epoch folder still being written
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 DRY_RUN_STEPS = 5  # optimiser steps per epoch in a dry run
 DRY_RUN_EVAL = 500  # images evaluated per split in a dry run
+MAX_LR = 10.0  # largest --lr: steps beyond it only diverge, and near 1e38 they overflow float32
+BUSY_LOAD = 1.0  # load average (runnable processes) above which the machine counts as busy at the start
+
+
+def cpu_cores() -> int:
+    return os.cpu_count() or 1
 
 
 @dataclass
@@ -93,12 +100,15 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
             (self.batch_size >= 2, f"--batch-size must be at least 2, for batch norm (got {self.batch_size})"),
-            (self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number (got {self.lr})"),
+            (0 < self.lr <= MAX_LR, f"--lr must be a positive number up to {MAX_LR:g} (got {self.lr})"),
             (self.schedule in ("onecycle", "constant"), f"unknown schedule {self.schedule!r}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})"),
             (self.weight_decay >= 0, f"weight decay must not be negative (got {self.weight_decay})"),
             (0 <= self.val_split < 60000, f"--val-split must be between 0 and 59999 (got {self.val_split})"),
             (self.threads is None or self.threads >= 1, f"--threads must be at least 1 (got {self.threads})"),
+            (self.threads is None or self.threads <= cpu_cores(),
+             f"--threads {self.threads}: this machine has {cpu_cores()} CPU cores, and more threads than cores "
+             "only wait for each other"),
         ]
         for ok, message in checks:
             if not ok:
@@ -132,8 +142,9 @@ def split_train_val(mnist: MNIST, val_split: int) -> tuple[torch.Tensor, ...]:
     images = torch.from_numpy(mnist.train_images).unsqueeze(1)  # (N, 1, 28, 28) uint8
     labels = torch.from_numpy(mnist.train_labels).long()
     n_train = len(order) - val_split
-    if n_train < 1:
-        raise UsageError(f"--val-split {val_split} leaves no training images (the data has {len(order)})")
+    if n_train < 2:  # one batch of two at least: batch norm cannot normalise a single image
+        raise UsageError(f"--val-split {val_split} leaves {max(n_train, 0)} training images of the {len(order)}; "
+                         "at least 2 are needed")
     tr, va = order[:n_train], order[n_train:]
     return images[tr], labels[tr], images[va], labels[va]
 
@@ -323,6 +334,25 @@ def remove_stray_files(out: Path) -> None:
             shutil.rmtree(stray, ignore_errors=True)
 
 
+def run_header(cfg: TrainConfig, use_bf16: bool) -> list[str]:
+    """The first lines of a run: the config as resolved, a busy machine, what the losses measure."""
+    resolved = {**asdict(cfg), "bf16": use_bf16, "threads": torch.get_num_threads(),
+                "data_dir": str(resolve_data_dir(cfg.data_dir))}
+    lines = ["config: " + " ".join(f"{k}={v}" for k, v in resolved.items())]
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this system
+        load = 0.0
+    if load >= BUSY_LOAD and torch.get_num_threads() > 1:
+        lines.append(f"note: this machine is busy (load average {load:.1f} on {cpu_cores()} cores); training on "
+                     f"{torch.get_num_threads()} threads then waits for the other programs, and --threads 1 "
+                     "can be several times faster")
+    smoothing = f"label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "no label smoothing"
+    lines.append(f"losses: train with {smoothing}{' on augmented digits' if cfg.augment else ''}; validation plain "
+                 "cross-entropy on the digits as they are; test after temperature scaling")
+    return lines
+
+
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
     """Called with the folder locked: nothing is deleted before another training's lock is seen."""
     if not overwrite and any((out / n).exists() for n in (META, HISTORY, WEIGHTS)):
@@ -346,11 +376,13 @@ def load_resume(out: Path) -> tuple[TrainConfig, dict]:
     elif (out / STATE).is_file() and (out / META).is_file():
         where = out  # a run of digitrec 0.x, which kept the optimiser state beside the model
     else:
-        raise UsageError(f"--resume: {out} holds no complete epoch to continue from "
-                         "(the run stopped before its first epoch was saved); start it again")
+        raise UsageError(f"--resume: {out} holds no checkpoint to continue from (no complete epoch); "
+                         "start it again")
     meta = read_json(where / META, "checkpoint description")
     try:
         cfg = TrainConfig(**{f.name: meta["config"][f.name] for f in fields(TrainConfig) if f.name in meta["config"]})
+        if isinstance(cfg.threads, int) and cfg.threads > cpu_cores():  # started on a bigger machine
+            cfg.threads = cpu_cores()
     except (KeyError, TypeError) as e:
         raise UsageError(f"--resume: {where / META} has no usable config ({e})") from None
     cfg.validate()
@@ -372,6 +404,7 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
         saved, meta = load_resume(out)
         saved.data_dir, saved.threads = cfg.data_dir or saved.data_dir, cfg.threads or saved.threads
         cfg = saved
+        cfg.validate()
     else:
         cfg.validate()
         writable_dir(out, "the run")
@@ -440,7 +473,8 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
     if meta is not None:
         start_epoch, history = restore(out, model, opt, meta)
         log(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
-    log("config: " + " ".join(f"{k}={v}" for k, v in asdict(cfg).items()))
+    for line in run_header(cfg, use_bf16):
+        log(line)
     log(f"{len(train_y)} training and {len(val_y)} validation images; "
         f"{'bf16 autocast' if use_bf16 else 'float32'}; {torch.get_num_threads()} threads")
 
