@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,15 @@ def assert_one_line_error(status, err, *words):
     assert len(lines) == 1 and "Traceback" not in err, err
     for w in words:
         assert w in lines[0], lines[0]
+
+
+def need(program: str, package: str) -> str:
+    """The path of a program a test drives; else a failure naming the Debian package that brings it in.
+
+    A failure, not a skip: CI installs these (see .ci/run), and there the tests must run.
+    """
+    found = shutil.which(program)
+    if found is None:
+        pytest.fail(f"this test needs the program {program}, not found on PATH: install the Debian package "
+                    f"{package} (sudo apt-get install {package}), as .ci/run does", pytrace=False)
+    return found

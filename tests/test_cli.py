@@ -205,3 +205,11 @@ def test_an_interrupted_first_epoch_does_not_promise_a_resume(tiny_mnist, tmp_pa
     status, _, err = digitrec_cli("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run", capsys=capsys)
     assert status == 130 and "--resume" not in err and "nothing was kept" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_test_program_is_named_with_its_package():
+    from conftest import need
+
+    with pytest.raises(pytest.fail.Exception) as e:
+        need("Xvfb-not-installed-here", "xvfb")
+    assert "Xvfb-not-installed-here" in str(e.value) and "apt-get install xvfb" in str(e.value)

@@ -11,7 +11,8 @@ from PIL import Image
 import digitrec
 from digitrec import checkpoint, demo
 from digitrec.train import TrainConfig, run
-from conftest import assert_one_line_error, digitrec_cli
+from conftest import assert_one_line_error, digitrec_cli, need
+from digitrec.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,10 @@ def test_the_model_reads_the_written_number(fast_run):
 
 def test_demo_video_and_gif(fast_run, real_mnist, tmp_path, capsys):
     out = tmp_path / "videos" / "demo.mp4"
+    try:
+        demo.find_encoder()
+    except UsageError:  # no encoder, from PATH or from the imageio-ffmpeg package: name what to install
+        need("ffmpeg", "ffmpeg")
     status, text, err = digitrec_cli("demo", "--model", fast_run, "--out", out, "--gif", "--data-dir", real_mnist,
                                      capsys=capsys)
     assert status == 0, err

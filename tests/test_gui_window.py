@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import digitrec
+from conftest import need
 from digitrec.demo import handwriting
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,8 +29,9 @@ WRITING_BOX = (40, 110, 700, 400)  # where the test writes, in window pixels: in
 @pytest.fixture
 def display():
     """A fresh X display of its own (Xvfb picks a free number and tells it through a pipe)."""
+    need("xdotool", "xdotool")
     read, write = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
+    xvfb = subprocess.Popen([need("Xvfb", "xvfb"), "-displayfd", str(write), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
                              "-nolisten", "tcp"], pass_fds=[write], stderr=subprocess.DEVNULL)
     os.close(write)
     with os.fdopen(read) as f:

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import REPO
+from conftest import REPO, need
 from digitrec.web.app import create_app
 from test_web import mnist_test, photo, rec  # noqa: F401  (fixtures)
 
@@ -51,7 +51,7 @@ def server(rec):  # noqa: F811
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        b = p.chromium.launch(executable_path=need(CHROMIUM, "chromium"), args=FLAGS)
         yield b
         b.close()
 
