@@ -213,3 +213,11 @@ def test_a_missing_test_program_is_named_with_its_package():
     with pytest.raises(pytest.fail.Exception) as e:
         need("Xvfb-not-installed-here", "xvfb")
     assert "Xvfb-not-installed-here" in str(e.value) and "apt-get install xvfb" in str(e.value)
+
+
+def test_the_readme_lists_every_model_for_train():
+    from conftest import REPO
+    from digitrec.models import list_models
+
+    row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `--model NAME`"))
+    assert all(f"`{name}`" in row for name in list_models()), row

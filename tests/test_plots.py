@@ -119,6 +119,13 @@ def test_per_class_bars_are_the_recall_of_each_digit(predictions):
     decoded(fig)
 
 
+def test_per_class_labels_keep_the_second_decimal():
+    metrics = {str(d): {"recall": 0.9825, "f1": 0.985, "precision": 0.9875, "support": 400} for d in range(10)}
+    fig = plots.per_class(metrics, 0.9825)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels and all(label.startswith("98.25%") for label in labels)  # not rounded to 98.2%
+
+
 def test_calibration_shows_the_same_error_as_the_metrics(predictions):
     _, labels, probs, m = predictions
     fig = plots.calibration(probs, labels)

@@ -227,7 +227,7 @@ def per_class(per_class_metrics: dict, accuracy: float | None = None) -> Figure:
         for bar, r, m in zip(bars, recall, missed):
             inside = r - bottom > 0.3 * (1 - bottom)  # a tall bar holds its label, a short one gets it above
             ax.text(bar.get_x() + bar.get_width() / 2, bottom + 0.02 * (1 - bottom) if inside else r,
-                    f"{r:.1%}\n{m} missed", ha="center", va="bottom", fontsize=8,
+                    f"{r:.2%}\n{m} missed", ha="center", va="bottom", fontsize=8,
                     color="white" if inside else "black", fontweight="bold")
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if bottom < 0.9 else 1))
         ax.set_xticks(x, digits)
