@@ -216,7 +216,7 @@ def interrupts_deferred():
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
         for sig in dict.fromkeys(pending):
             signal.raise_signal(sig)  # the handler in place before: KeyboardInterrupt, or SIGTERM's own
 
@@ -355,7 +355,7 @@ def run_header(cfg: TrainConfig, use_bf16: bool) -> list[str]:
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
     """Called with the folder locked: nothing is deleted before another training's lock is seen."""
-    if not overwrite and any((out / n).exists() for n in (META, HISTORY, WEIGHTS)):
+    if not overwrite and (any((out / n).exists() for n in (META, HISTORY, WEIGHTS)) or complete_epochs(out)):
         raise UsageError(f"{out} already holds a run; choose another --out, --resume it, or pass --overwrite")
     remove_stray_files(out)
     if overwrite:
@@ -365,7 +365,7 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def load_resume(out: Path) -> tuple[TrainConfig, dict]:
-    """The config and checkpoint description of an interrupted run in `out` (a first look, before the lock)."""
+    """The config and checkpoint description of the last complete epoch of an interrupted run in `out`."""
     if not out.is_dir():
         raise UsageError(f"--resume: {out} is not a directory")
     epochs = complete_epochs(out)
@@ -386,7 +386,7 @@ def load_resume(out: Path) -> tuple[TrainConfig, dict]:
     except (KeyError, TypeError) as e:
         raise UsageError(f"--resume: {where / META} has no usable config ({e})") from None
     cfg.validate()
-    return cfg, meta
+    return cfg, {**meta, RESUME: str(where)} if where != out else meta
 
 
 def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -401,19 +401,19 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
     meta = None
     created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     if resume:
-        saved, meta = load_resume(out)
-        saved.data_dir, saved.threads = cfg.data_dir or saved.data_dir, cfg.threads or saved.threads
-        cfg = saved
-        cfg.validate()
+        if not out.is_dir():
+            raise UsageError(f"--resume: {out} is not a directory")
     else:
         cfg.validate()
         writable_dir(out, "the run")
     try:
         with exclusive(out):
-            if resume:
+            if resume:  # read only now that no other process writes here
                 remove_stray_files(out)
-                epochs = complete_epochs(out)  # again, now that no other process writes here
-                meta = {**meta, RESUME: str(epochs[-1][1])} if epochs else meta
+                saved, meta = load_resume(out)
+                saved.data_dir, saved.threads = cfg.data_dir or saved.data_dir, cfg.threads or saved.threads
+                cfg = saved
+                cfg.validate()
             else:
                 prepare_out_dir(out, overwrite)
             return _fit(cfg, out, meta, log, progress)
