@@ -221,3 +221,12 @@ def test_the_readme_lists_every_model_for_train():
 
     row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `--model NAME`"))
     assert all(f"`{name}`" in row for name in list_models()), row
+
+
+def test_predict_into_a_closed_pipe_ends_quietly():
+    from conftest import REPO
+
+    p = _digitrec("predict", "--json", REPO / "docs" / "photo.jpg", REPO / "docs" / "photo.jpg", stdout=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 141 and err == ""
