@@ -6,9 +6,11 @@
     >>> metrics["test_accuracy"] > 0.99
     True
 
-Every epoch ends with `model.safetensors`, `model.json` and `history.csv` written atomically, plus
-`train_state.safetensors` (optimiser moments) so that `run(..., resume=True)` continues exactly
-where an interrupted run stopped and ends with the same weights an uninterrupted run would.
+Every epoch ends with its files committed together into `resume/epoch-N/` (weights, description,
+history, optimiser moments and a manifest of their sha256, made visible by one rename), then
+`model.safetensors`, `model.json` and `history.csv` copied beside it, each atomically. So a kill at
+any moment loses at most the epoch in progress, and `run(..., resume=True)` continues from the
+last complete epoch and ends with the same weights an uninterrupted run would.
 """
 
 from __future__ import annotations
