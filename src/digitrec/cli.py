@@ -198,7 +198,7 @@ def cmd_serve(args) -> int:
     from PIL import Image
 
     from digitrec.recognize import load
-    from digitrec.web.app import create_app, listen
+    from digitrec.web.app import create_app, listen, server_config
 
     sock = listen(args.host, args.port)
     with sock:
@@ -216,7 +216,8 @@ def cmd_serve(args) -> int:
         if not ipaddress.ip_address(host).is_loopback:
             print("digitrec serve: note: listening beyond this machine; anyone who can reach it can use the page",
                   flush=True)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        uvicorn.Server(server_config(app, request_timeout=args.request_timeout,
+                                     max_connections=args.max_connections)).run(sockets=[sock])
     return 0
 
 
@@ -338,6 +339,10 @@ def build_parser() -> Parser:
     p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
     p.add_argument("--max-upload-mb", type=positive_float, metavar="MB", help="largest picture accepted, in MB (default 10)")
     p.add_argument("--max-megapixels", type=positive_float, metavar="N", help="largest picture accepted, in megapixels (default 40)")
+    p.add_argument("--request-timeout", type=positive_float, default=60, metavar="S",
+                   help="seconds a client has to send a whole request before its connection is closed (default 60)")
+    p.add_argument("--max-connections", type=positive_int, default=1000, metavar="N",
+                   help="open connections at most; more are closed at once (default 1000)")
     add_backend_option(p)
     p.set_defaults(handler=cmd_serve)
 

@@ -83,7 +83,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, decode_budget: int = DECODE
         return _guarded(lambda: _decode(source, max_pixels, decode_budget), max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
-            raise ImageError("empty (0 bytes)")
+            raise NotAnImage("empty (0 bytes)")
         return _open(io.BytesIO(source), max_pixels, decode_budget)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -93,7 +93,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, decode_budget: int = DECODE
             if path.is_dir():
                 raise ImageError("is a folder, not an image")
             if path.stat().st_size == 0:
-                raise ImageError("empty file (0 bytes)")
+                raise NotAnImage("empty file (0 bytes)")
             with open(path, "rb") as f:
                 return _open(f, max_pixels, decode_budget)
         except OSError as e:
