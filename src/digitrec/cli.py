@@ -17,6 +17,7 @@ from digitrec.errors import UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+ANNOTATED_STEM = 220  # characters of a picture's name kept in its annotated copy's, within the 255 a name may have
 
 
 class Parser(argparse.ArgumentParser):
@@ -138,6 +139,14 @@ def cmd_predict(args) -> int:
     one_file = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
     if one_file and len(items) > 1:
         raise UsageError(f"--annotate {out}: give a folder when reading several images")
+    if out is not None and not one_file and out.suffix and not out.is_dir():
+        raise UsageError(f"--annotate {out}: give a picture file ({', '.join(IMAGE_SUFFIXES)}) or a folder; "
+                         "a folder with a dot in its name must exist already")
+    if out is not None and out.exists() and not out.is_dir() and not one_file:
+        raise UsageError(f"--annotate {out}: it is a file, not a folder")
+    inputs = {p.resolve() for _, p, _ in items if p is not None and p.exists()}
+    if one_file and out.resolve() in inputs:
+        raise UsageError(f"--annotate {out}: that is the picture being read; give another name")
     if out is not None:
         try:
             (out.parent if one_file else out).mkdir(parents=True, exist_ok=True)
@@ -156,11 +165,14 @@ def cmd_predict(args) -> int:
             picture = load_image(path)
             reading = rec.read(picture, top_k=args.top_k)
             if out is not None:
-                target = out if one_file else out / f"{path.stem}-annotated.png"
+                stem = path.stem[:ANNOTATED_STEM]
+                target = out if one_file else out / f"{stem}-annotated.png"
                 for n in range(2, len(used) + 3):
                     if target not in used:
                         break
-                    target = out / f"{path.stem}-annotated-{n}.png"
+                    target = out / f"{stem}-annotated-{n}.png"
+                if target.resolve() in inputs:  # never over a picture given to read
+                    target = target.with_name(f"{target.stem}-{len(used) + 2}{target.suffix}")
                 used.add(target)
                 buf = BytesIO()
                 fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
