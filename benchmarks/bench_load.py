@@ -172,9 +172,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests at most per load (default 2000)")
     parser.add_argument("--seconds", type=float, default=60, help="seconds at most per load (default 60)")
     parser.add_argument("--model", help="run directory (default: the bundled model)")
+    parser.add_argument("--workers", type=int, default=CLIENTS,
+                        help=f"the server's --workers (default {CLIENTS}: every client's picture read at once, as on a 16-core machine)")
     args = parser.parse_args()
 
-    cmd = [sys.executable, "-m", "digitrec.cli", "serve", "--port", "0", "--request-timeout", str(REQUEST_TIMEOUT_S)]
+    cmd = [sys.executable, "-m", "digitrec.cli", "serve", "--port", "0", "--request-timeout", str(REQUEST_TIMEOUT_S),
+           "--workers", str(args.workers)]
     server = subprocess.Popen(cmd + (["--model", args.model] if args.model else []), stdout=subprocess.PIPE, text=True)
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+", server.stdout.readline()).group(0)

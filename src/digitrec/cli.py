@@ -219,7 +219,7 @@ def cmd_serve(args) -> int:
         rec = load(args.model, backend=args.backend, threads=1)
         limits = {key: round(value * 1e6) for key, value in (("max_upload_bytes", args.max_upload_mb),
                                                               ("max_pixels", args.max_megapixels)) if value}
-        app = create_app(rec, **limits)
+        app = create_app(rec, workers=args.workers, **limits)
         host, port = sock.getsockname()[:2]
         accuracy = rec.meta.get("metrics", {}).get("test_accuracy")
         about = f"model {rec.meta.get('architecture', '?')}" + (f", {accuracy:.2%} on MNIST's test set" if accuracy else "")
@@ -351,6 +351,8 @@ def build_parser() -> Parser:
     p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
     p.add_argument("--max-upload-mb", type=positive_float, metavar="MB", help="largest picture accepted, in MB (default 10)")
     p.add_argument("--max-megapixels", type=positive_float, metavar="N", help="largest picture accepted, in megapixels (default 40)")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="pictures read at once; more requests wait their turn (default: one per processor core)")
     p.add_argument("--request-timeout", type=positive_float, default=60, metavar="S",
                    help="seconds a client has to send a whole request before its connection is closed (default 60)")
     p.add_argument("--max-connections", type=positive_int, default=1000, metavar="N",
