@@ -196,3 +196,25 @@ def test_health_answers_at_once_while_every_reading_waits(rec):
         health, waited, answers = asyncio.run(load())
     assert health.json() == {"status": "ok"} and waited < 1
     assert {a.status_code for a in answers} == {200}
+
+
+def test_docs_page_shows_every_route_in_a_browser_with_no_internet(rec):
+    from playwright.sync_api import sync_playwright
+
+    from test_web_browser import ARTIFACTS, CHROMIUM, FLAGS
+
+    with Server(create_app(rec)) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        elsewhere, problems = [], []
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+            f"http://127.0.0.1:{server.port}/") else (elsewhere.append(route.request.url), route.abort()))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://127.0.0.1:{server.port}/docs")
+        page.locator(".opblock-summary-path").first.wait_for(timeout=30_000)
+        paths = set(page.locator(".opblock-summary-path").all_inner_texts())
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "docs.png"))
+        browser.close()
+    assert {"/api/read", "/api/classify", "/api/health", "/api/model"} <= {p.replace("\u200b", "") for p in paths}
+    assert not elsewhere and not problems, (elsewhere, problems)
