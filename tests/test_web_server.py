@@ -125,7 +125,7 @@ def test_docs_work_offline_under_a_strict_policy(client):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
                         st.sampled_from(["image", "images", "file", "x"]), inner, max_size=3), max_leaves=30),
        st.sampled_from(["/api/read", "/api/classify"]))
