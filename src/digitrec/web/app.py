@@ -317,7 +317,8 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
             return await run_in_threadpool(svc.read, data, file, top_k, annotate)
 
     @app.post("/api/classify", response_model=ClassifyOut, summary="Classify 28x28 MNIST-style digits",
-              openapi_extra={"requestBody": CLASSIFY_BODY})
+              openapi_extra={"requestBody": CLASSIFY_BODY},
+              responses={413: ERRORS[413], 422: {"description": "bad JSON, or not 1 to 256 digits of 28x28 values 0-255"}})
     async def classify(request: Request, svc: Annotated[Service, Depends(service)]):
         """Probabilities of digits 0-9 for each of up to 256 ready-made 28x28 digits (white on black)."""
         body = await parse_json_body(ClassifyIn, await request.body())
