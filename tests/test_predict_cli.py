@@ -147,3 +147,35 @@ def test_the_installed_command_never_shows_a_traceback(untrained, tmp_path):
         f"{tmp_path / 'notes.png'}: error: not an image, or in a format that cannot be read "
         "(PNG, JPEG, BMP, TIFF, WebP and GIF can)",
         f"{tmp_path / 'missing.jpg'}: error: no such file"]
+
+
+def test_annotate_never_writes_over_a_picture_being_read(untrained, tmp_path, capsys):
+    picture = tmp_path / "mine.png"
+    Image.fromarray(np.full((60, 60), 255, np.uint8)).save(picture)
+    original = picture.read_bytes()
+    status, _, err = digitrec_cli("predict", picture, "--annotate", picture, "--model", untrained, capsys=capsys)
+    assert status == 2 and "that is the picture being read" in err and picture.read_bytes() == original
+    named = tmp_path / "mine-annotated.png"  # a picture to read that has the name its own copy would get
+    named.write_bytes(original)
+    status, _, _ = digitrec_cli("predict", named, "--annotate", tmp_path, "--model", untrained, capsys=capsys)
+    assert status == 0 and named.read_bytes() == original
+    assert (tmp_path / "mine-annotated-annotated.png").is_file()
+
+
+def test_annotate_to_a_name_that_is_no_picture_is_refused(untrained, tmp_path, capsys):
+    picture = tmp_path / "a.png"
+    Image.fromarray(np.full((60, 60), 255, np.uint8)).save(picture)
+    status, _, err = digitrec_cli("predict", picture, "--annotate", tmp_path / "out.txt", "--model", untrained,
+                                  capsys=capsys)
+    assert status == 2 and "give a picture file" in err and not (tmp_path / "out.txt").exists()
+
+
+def test_annotate_works_with_names_near_the_length_limit(untrained, tmp_path, capsys):
+    picture = tmp_path / ("x" * 240 + ".png")
+    Image.fromarray(np.full((60, 60), 255, np.uint8)).save(picture)
+    copy = tmp_path / ("y" * 245 + ".png")
+    status, _, err = digitrec_cli("predict", picture, "--annotate", copy, "--model", untrained, capsys=capsys)
+    assert status == 0 and copy.is_file(), err
+    status, _, err = digitrec_cli("predict", picture, "--annotate", tmp_path / "marked", "--model", untrained,
+                                  capsys=capsys)
+    assert status == 0 and len(list((tmp_path / "marked").iterdir())) == 1, err

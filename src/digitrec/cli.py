@@ -19,6 +19,7 @@ from digitrec.errors import UsageError
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_CLOSED_PIPE = 141  # what a shell reports for `cat` stopped by a closed pipe (128 + SIGPIPE)
+ANNOTATED_STEM = 220  # characters of a picture's name kept in its annotated copy's, within the 255 a name may have
 
 
 class Parser(argparse.ArgumentParser):
@@ -143,6 +144,14 @@ def cmd_predict(args) -> int:
     one_file = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
     if one_file and len(items) > 1:
         raise UsageError(f"--annotate {out}: give a folder when reading several images")
+    if out is not None and not one_file and out.suffix and not out.is_dir():
+        raise UsageError(f"--annotate {out}: give a picture file ({', '.join(IMAGE_SUFFIXES)}) or a folder; "
+                         "a folder with a dot in its name must exist already")
+    if out is not None and out.exists() and not out.is_dir() and not one_file:
+        raise UsageError(f"--annotate {out}: it is a file, not a folder")
+    inputs = {p.resolve() for _, p, _ in items if p is not None and p.exists()}
+    if one_file and out.resolve() in inputs:
+        raise UsageError(f"--annotate {out}: that is the picture being read; give another name")
     if out is not None:
         try:
             (out.parent if one_file else out).mkdir(parents=True, exist_ok=True)
@@ -161,11 +170,14 @@ def cmd_predict(args) -> int:
             picture = load_image(path)
             reading = rec.read(picture, top_k=args.top_k)
             if out is not None:
-                target = out if one_file else out / f"{path.stem}-annotated.png"
+                stem = path.stem[:ANNOTATED_STEM]
+                target = out if one_file else out / f"{stem}-annotated.png"
                 for n in range(2, len(used) + 3):
                     if target not in used:
                         break
-                    target = out / f"{path.stem}-annotated-{n}.png"
+                    target = out / f"{stem}-annotated-{n}.png"
+                if target.resolve() in inputs:  # never over a picture given to read
+                    target = target.with_name(f"{target.stem}-{len(used) + 2}{target.suffix}")
                 used.add(target)
                 buf = BytesIO()
                 fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
@@ -203,7 +215,7 @@ def cmd_serve(args) -> int:
     from PIL import Image
 
     from digitrec.recognize import load
-    from digitrec.web.app import create_app, listen
+    from digitrec.web.app import create_app, listen, server_config
 
     try:
         sock = listen(args.host, args.port)
@@ -215,7 +227,7 @@ def cmd_serve(args) -> int:
         rec = load(args.model, backend=args.backend, threads=1)
         limits = {key: round(value * 1e6) for key, value in (("max_upload_bytes", args.max_upload_mb),
                                                               ("max_pixels", args.max_megapixels)) if value}
-        app = create_app(rec, **limits)
+        app = create_app(rec, workers=args.workers, **limits)
         host, port = sock.getsockname()[:2]
         accuracy = rec.meta.get("metrics", {}).get("test_accuracy")
         about = f"model {rec.meta.get('architecture', '?')}" + (f", {accuracy:.2%} on MNIST's test set" if accuracy else "")
@@ -224,7 +236,8 @@ def cmd_serve(args) -> int:
         if not ipaddress.ip_address(host).is_loopback:
             print("digitrec serve: note: listening beyond this machine; anyone who can reach it can use the page",
                   flush=True)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        uvicorn.Server(server_config(app, request_timeout=args.request_timeout,
+                                     max_connections=args.max_connections)).run(sockets=[sock])
     return 0
 
 
@@ -358,6 +371,12 @@ def build_parser() -> Parser:
     p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
     p.add_argument("--max-upload-mb", type=positive_float, metavar="MB", help="largest picture accepted, in MB (default 10)")
     p.add_argument("--max-megapixels", type=positive_float, metavar="N", help="largest picture accepted, in megapixels (default 40)")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="pictures read at once; more requests wait their turn (default: one per processor core)")
+    p.add_argument("--request-timeout", type=positive_float, default=60, metavar="S",
+                   help="seconds a client has to send a whole request before its connection is closed (default 60)")
+    p.add_argument("--max-connections", type=positive_int, default=1000, metavar="N",
+                   help="open connections at most; more are closed at once (default 1000)")
     add_backend_option(p)
     p.set_defaults(handler=cmd_serve)
 

@@ -127,10 +127,14 @@ def new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+TEMP_NAME_KEEP = 200  # characters of the final name kept in its temporary file's name
+
+
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     """Write bytes to `path` via a temp file in the same folder and a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temporary name is never longer than the final one could be: names near the 255-byte limit work too.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:TEMP_NAME_KEEP]}.", suffix=".tmp")
     try:
         os.chmod(tmp, new_file_mode())
         with os.fdopen(fd, "wb") as f:

@@ -136,14 +136,17 @@ class Recognizer:
         Raises images.ImageError (a UsageError) when the picture cannot be read.
         """
         picture = load_image(source)
-        crops = extract_digits(picture.pixels)
+        # A mark whose ink does not survive shaping (to_mnist gives an empty field) is no digit.
+        crops = [c for c in extract_digits(picture.pixels) if c.image.any()]
+        renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
         probs = self.classify(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
         digits = []
         for crop, p in zip(crops, probs):
             order = np.argsort(-p)[:max(1, top_k)]
             label, confidence = int(order[0]), float(p[order[0]])
-            digits.append(Digit(label, confidence, crop.box, [(int(k), float(p[k])) for k in order],
-                                crop.line, confidence < self.low_confidence, crop.image))
+            box = tuple(v * picture.scale for v in crop.box)  # in the file's pixels, also when decoded reduced
+            digits.append(Digit(label, confidence, box, [(int(k), float(p[k])) for k in order],
+                                renumber[crop.line], confidence < self.low_confidence, crop.image))
         lines = [""] * (max((d.line for d in digits), default=-1) + 1)
         for d in digits:
             lines[d.line] += str(d.label)
@@ -172,13 +175,14 @@ def draw_reading(pixels: np.ndarray | Picture, reading: Reading) -> np.ndarray:
 
     >>> cv2.imwrite("annotated.png", draw_reading(picture, reading)[:, :, ::-1])
     """
-    if isinstance(pixels, Picture):
-        pixels = pixels.pixels
+    scale = 1
+    if isinstance(pixels, Picture):  # a big picture decoded reduced is drawn at that size
+        pixels, scale = pixels.pixels, pixels.scale
     img = np.ascontiguousarray(np.asarray(pixels, np.uint8))
     img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img.copy()
     thick = max(1, round(max(img.shape[:2]) / 500))
     for d in reading.digits:
-        x, y, w, h = d.box
+        x, y, w, h = (round(v / scale) for v in d.box)
         colour = (255, 140, 0) if d.low_confidence else (0, 200, 0)
         cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), colour, thick)
         label = f"{d.label}? {d.confidence:.2f}" if d.low_confidence else str(d.label)

@@ -17,6 +17,9 @@ CROP_MAX_SIDE = 160  # digits are reshaped at no more than 8x their MNIST size
 def to_mnist(soft: np.ndarray) -> np.ndarray:
     """One digit's ink (float, 0 background to 1 full stroke, any size) -> 28x28 uint8 in MNIST's form.
 
+    Ink that does not survive being brought to MNIST's stroke width (a dot) gives an empty field,
+    which readers take as no digit.
+
     Tight crop, stroke width brought into MNIST's range, fitted into 20x20 keeping the aspect ratio with
     anti-aliasing, then placed so that its centre of mass is at the centre of the 28x28 field.
 
@@ -33,10 +36,14 @@ def to_mnist(soft: np.ndarray) -> np.ndarray:
         soft = cv2.resize(soft, (max(1, round(soft.shape[1] * f)), max(1, round(soft.shape[0] * f))),
                           interpolation=cv2.INTER_AREA)
     soft = _tight(_mnist_stroke(soft))
+    if soft.size == 0 or not soft.max() > 0:  # thinning left no ink: a dot, or a speck of noise
+        return np.zeros((FIELD, FIELD), np.uint8)
     h, w = soft.shape
     f = BOX / max(h, w)
     size = (max(1, round(w * f)), max(1, round(h * f)))
     fitted = cv2.resize(soft, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    if not fitted.max() > 0:
+        return np.zeros((FIELD, FIELD), np.uint8)
     # Half of MNIST's stroke pixels are saturated; give the strokes the same grey levels.
     strokes = fitted[fitted > STROKE_PIXEL * fitted.max()]
     fitted = np.clip(fitted / max(float(np.median(strokes)), 1e-6) * 255 + 0.5, 0, 255).astype(np.uint8)

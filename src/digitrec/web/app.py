@@ -5,37 +5,45 @@
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)    # what `digitrec serve` does
 
 Routes: GET / (the page), POST /api/read, POST /api/classify, GET /api/health, GET /api/model, and the
-OpenAPI description at /openapi.json (browsable at /docs). Reading is CPU work, so it runs in worker
-threads, at most `workers` at a time; the Recognizer is read-only and shared by all of them.
+OpenAPI description at /openapi.json (browsable at /docs, with Swagger UI served from the package).
+Reading is CPU work, so it runs in worker threads, at most `workers` at a time; requests wait for a
+turn on the event loop, holding no thread, and the Recognizer is read-only and shared by all of them.
+Large JSON bodies are parsed in worker threads too, so /api/health answers at once whatever the load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import errno
 import io
 import os
+import resource
 import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import h11
 import numpy as np
+import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digitrec import __version__
 from digitrec.errors import UsageError
-from digitrec.images import ImageError, load_image
+from digitrec.images import ImageError, NotAnImage, TooLarge, load_image
 from digitrec.recognize import TOP_K, Recognizer, draw_reading, load
 
 MAX_UPLOAD_BYTES = 10_000_000  # largest picture accepted, in bytes
@@ -44,11 +52,21 @@ MAX_CLASSIFY = 256  # most 28x28 digits in one /api/classify request
 ENVELOPE = 64 * 1024  # room in a request body for multipart headers or the JSON around the picture
 ANNOTATED_MAX_SIDE = 1600  # annotated pictures come back no larger than this
 ANNOTATED_PNG_PIXELS = 1_000_000  # smaller annotated pictures come back as PNG, larger ones as JPEG
+DECODE_BUDGET = 400_000_000  # bytes one picture may take while decoded: a 40-megapixel RGBA picture, or a 25-megapixel animated WebP
+REQUEST_TIMEOUT = 60.0  # seconds a request has to arrive whole (headers and body) after the connection opens or the last answer
+MAX_CONNECTIONS = 1000  # open connections at most; more are closed at once, before they cost a file descriptor for long
+IDLE_TIMEOUT = 5  # seconds a kept-alive connection may wait for its next request
+M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 1 << 20  # glibc's mallopt: blocks over 1 MB are mapped, and unmapped when freed
+JSON_ON_LOOP = 64 * 1024  # JSON bodies larger than this are parsed in a worker thread, not on the event loop
 STATIC = Path(__file__).parent / "static"
 
 # The page and its files come from this server only; nothing is fetched from anywhere else.
 PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
                "form-action 'none'; frame-ancestors 'none'")
+# The API docs: Swagger UI from this server too; the requests it tries out go to this server only.
+DOCS_POLICY = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+               "form-action 'none'; frame-ancestors 'none'")
+SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -78,12 +96,13 @@ class ImageIn(BaseModel):
     file: str | None = Field(None, max_length=255, description="a name to echo back in the reading")
 
 
-Row = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=28, max_length=28)]
-Digit28 = Annotated[list[Row], Field(min_length=28, max_length=28)]
+# fail_fast: a body of 200,000 bad values gets its first error, not 200,000 of them (hundreds of MB).
+Row = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=28, max_length=28, fail_fast=True)]
+Digit28 = Annotated[list[Row], Field(min_length=28, max_length=28, fail_fast=True)]
 
 
 class ClassifyIn(BaseModel):
-    images: list[Digit28] = Field(min_length=1, max_length=MAX_CLASSIFY,
+    images: list[Digit28] = Field(min_length=1, max_length=MAX_CLASSIFY, fail_fast=True,
                                   description=f"1 to {MAX_CLASSIFY} digits, each 28 rows of 28 integers 0-255, "
                                               "white ink on black like MNIST")
 
@@ -117,50 +136,44 @@ class Health(BaseModel):
 
 @dataclass
 class Service:
-    """What the routes share: the model, the limits, and the slots for readings running at once."""
+    """What the routes share: the model, the limits, and the turns for readings running at once."""
 
     recognizer: Recognizer
     max_upload_bytes: int
     max_pixels: int
-    slots: threading.BoundedSemaphore
+    workers: int
+    decode_budget: int = DECODE_BUDGET
+    _turns: asyncio.Semaphore | None = None
+
+    @property
+    def turns(self) -> asyncio.Semaphore:
+        """At most `workers` readings at once; the others wait on the event loop, not in a thread."""
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.workers)
+        return self._turns
 
     def read(self, data: bytes, file: str | None, top_k: int, annotate: bool) -> dict:
         """Picture bytes -> the ReadingOut object. Runs in a worker thread; raises HTTPException."""
-        status = self._check_header(data)
-        with self.slots:
-            try:
-                picture = load_image(data)
-                reading = self.recognizer.read(picture, top_k=top_k)
-            except ImageError as e:
-                raise HTTPException(status, f"cannot read the picture: {e}") from None
-            except MemoryError:
-                raise HTTPException(503, "not enough memory to read this picture now; try again or send a smaller one") from None
-            out = reading.to_dict(file=file)
-            if reading.notes:
-                out["notes"] = list(reading.notes)
-            if annotate:
-                out["annotated"] = data_url(draw_reading(picture, reading))
+        try:
+            picture = load_image(data, max_pixels=self.max_pixels, decode_budget=self.decode_budget)
+            reading = self.recognizer.read(picture, top_k=top_k)
+        except NotAnImage as e:
+            raise HTTPException(415, f"cannot read the picture: {e}") from None
+        except TooLarge as e:
+            raise HTTPException(413, f"the picture is too large: {e}") from None
+        except ImageError as e:
+            raise HTTPException(422, f"cannot read the picture: {e}") from None
+        except MemoryError:
+            raise HTTPException(503, "not enough memory to read this picture now; try again or send a smaller one") from None
+        out = reading.to_dict(file=file)
+        if reading.notes:
+            out["notes"] = list(reading.notes)
+        if annotate:
+            out["annotated"] = data_url(draw_reading(picture, reading))
         return out
 
-    def _check_header(self, data: bytes) -> int:
-        """Refuse pictures over the pixel limit from their header; the status for any other failure."""
-        limit = f"the {self.max_pixels / 1e6:g}-megapixel limit"
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-        except Image.DecompressionBombError:  # so large that Pillow will not even open it
-            raise HTTPException(413, f"the picture has more pixels than {limit}") from None
-        except UnidentifiedImageError:
-            return 415  # not a picture in a known format
-        except Exception:  # a damaged header: load_image says what is wrong, with a 422
-            return 422
-        if w * h > self.max_pixels:
-            raise HTTPException(413, f"the picture has {w}x{h} pixels, more than {limit}")
-        return 422
-
     def classify(self, images: np.ndarray) -> dict:
-        with self.slots:
-            probs = self.recognizer.classify(images)  # (N, 10)
+        probs = self.recognizer.classify(images)  # (N, 10)
         return {"labels": probs.argmax(1).tolist(), "probabilities": np.round(probs.astype(np.float64), 6).tolist()}
 
 
@@ -237,6 +250,7 @@ READ_BODY = {
         "application/json": {"schema": ImageIn.model_json_schema()},
     },
 }
+CLASSIFY_BODY = {"required": True, "content": {"application/json": {"schema": ClassifyIn.model_json_schema()}}}
 ERRORS = {
     413: {"description": "the upload is over the byte limit, or the picture over the pixel limit"},
     415: {"description": "not a picture in a known format, or a body that is neither multipart nor JSON"},
@@ -258,19 +272,23 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
     if max_upload_bytes < 1 or max_pixels < 1:
         raise ValueError("the upload and pixel limits must be positive")
     app = FastAPI(
-        title="digitrec", version=__version__,
+        title="digitrec", version=__version__, docs_url=None, redoc_url=None,
         description="Read handwritten digits in pictures, or classify 28x28 MNIST-style digits. "
                     "The page at / draws and uploads through this same API.")
-    app.state.service = Service(recognizer or load(), max_upload_bytes, max_pixels,
-                                threading.BoundedSemaphore(workers or os.cpu_count() or 1))
+    app.state.service = Service(recognizer or load(), max_upload_bytes, max_pixels, workers or os.cpu_count() or 1)
     app.add_middleware(BodyLimit, max_upload_bytes=max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={
-            "Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY, **SAFE_HEADERS})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC / "swagger" / "docs.html", headers={"Content-Security-Policy": DOCS_POLICY,
+                                                                        **SAFE_HEADERS})
 
     @app.post("/api/read", response_model=ReadingOut, response_model_exclude_none=True,
               openapi_extra={"requestBody": READ_BODY}, responses=ERRORS, summary="Read the digits in a picture")
@@ -287,22 +305,28 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
                     raise HTTPException(422, "send the picture in the form field 'file'")
                 data, file = await upload.read(svc.max_upload_bytes + 1), upload.filename
         elif kind == "application/json" or kind.endswith("+json"):
-            body = parse_json(ImageIn, await request.body())
-            data, file = decode_base64(body.image), body.file
+            body = await parse_json_body(ImageIn, await request.body())
+            data = await run_in_threadpool(decode_base64, body.image)
+            file = body.file
         else:
             raise HTTPException(415, "send multipart/form-data with the picture in the field 'file', "
                                      'or application/json {"image": "<base64>"}')
         if len(data) > svc.max_upload_bytes:
             raise HTTPException(413, f"the picture is larger than the {svc.max_upload_bytes / 1e6:g} MB limit")
-        return await run_in_threadpool(svc.read, data, file, top_k, annotate)
+        async with svc.turns:
+            return await run_in_threadpool(svc.read, data, file, top_k, annotate)
 
-    @app.post("/api/classify", response_model=ClassifyOut, summary="Classify 28x28 MNIST-style digits")
-    async def classify(body: ClassifyIn, svc: Annotated[Service, Depends(service)]):
+    @app.post("/api/classify", response_model=ClassifyOut, summary="Classify 28x28 MNIST-style digits",
+              openapi_extra={"requestBody": CLASSIFY_BODY},
+              responses={413: ERRORS[413], 422: {"description": "bad JSON, or not 1 to 256 digits of 28x28 values 0-255"}})
+    async def classify(request: Request, svc: Annotated[Service, Depends(service)]):
         """Probabilities of digits 0-9 for each of up to 256 ready-made 28x28 digits (white on black)."""
-        return await run_in_threadpool(svc.classify, np.array(body.images, np.uint8))
+        body = await parse_json_body(ClassifyIn, await request.body())
+        async with svc.turns:
+            return await run_in_threadpool(lambda: svc.classify(np.array(body.images, np.uint8)))
 
     @app.get("/api/health", response_model=Health, summary="Is the server up")
-    def health():
+    async def health():  # on the event loop: answered at once, however busy the worker threads are
         return Health()
 
     @app.get("/api/model", response_model=ModelOut, summary="The model in use and the server's limits")
@@ -326,13 +350,103 @@ def parse_json(model: type[BaseModel], body: bytes) -> BaseModel:
                                       for err in e.errors(include_url=False)]) from None
 
 
+async def parse_json_body(model: type[BaseModel], body: bytes) -> BaseModel:
+    """parse_json, in a worker thread when the body is large: a 13 MB body takes the CPU for seconds."""
+    if len(body) <= JSON_ON_LOOP:
+        return parse_json(model, body)
+    return await run_in_threadpool(parse_json, model, body)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with where and what is wrong, never the input itself: it may be megabytes, or not text."""
+    detail = [{"type": err.get("type"), "loc": list(err.get("loc", ())), "msg": str(err.get("msg", ""))}
+              for err in exc.errors()[:20]]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    return Response(status_code=400)  # nobody is left to read it; this only keeps the log quiet
+
+
 def decode_base64(text: str) -> bytes:
+    """The picture's bytes from base64 or a data: URL; line breaks and spaces (as `base64 FILE` prints) are fine."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raise HTTPException(422, "image: not valid base64") from None
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 connection with the two limits it lacks: a cap on open connections, and a
+    deadline for each request to arrive whole, so slow, silent or short-bodied clients are let go."""
+
+    request_timeout = REQUEST_TIMEOUT
+    max_connections = MAX_CONNECTIONS
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.deadline = None
+        if len(self.connections) > self.max_connections:
+            transport.abort()  # refused now rather than left to run the process out of file descriptors
+            return
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = self.loop.call_later(self.request_timeout, self._expire)
+
+    def _expire(self) -> None:
+        # Still waiting for a request, or for the rest of its body: the client had its time.
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc) -> None:
+        if getattr(self, "deadline", None) is not None:
+            self.deadline.cancel()
+        super().connection_lost(exc)
+
+
+def return_freed_memory() -> None:
+    """Have glibc give large freed blocks back to the system, so memory falls again after a burst.
+
+    By default glibc raises its threshold for mapping big blocks each time one is freed, after which
+    a picture's buffers come from heaps that are never given back; a fixed threshold stops that.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator keeps its own ways
+
+
+def server_config(app: FastAPI, request_timeout: float = REQUEST_TIMEOUT,
+                  max_connections: int = MAX_CONNECTIONS, log_level: str = "warning") -> uvicorn.Config:
+    """uvicorn's settings for `digitrec serve`: HTTP/1.1 with deadlines, a bound on connections, and
+    enough file descriptors for them (the soft limit is raised to the hard one where that is needed).
+
+    >>> uvicorn.Server(server_config(create_app())).run(sockets=[listen("127.0.0.1", 8000)])
+    """
+    protocol = type("Guarded", (GuardedH11,), {"request_timeout": request_timeout, "max_connections": max_connections})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 256  # room for the model, the log and the listening socket besides
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+        except (ValueError, OSError):
+            pass  # the connection cap still applies; the system's limit may be met first
+    return_freed_memory()
+    return uvicorn.Config(app, http=protocol, log_level=log_level, timeout_keep_alive=IDLE_TIMEOUT,
+                          h11_max_incomplete_event_size=ENVELOPE)
 
 
 def listen(host: str, port: int) -> socket.socket:
