@@ -47,23 +47,53 @@ def positive_float(text: str) -> float:
 
 
 def cmd_train(args) -> int:
+    if args.nproc:
+        return launch_train(args)
+    from digitrec.distributed import PROCESSES
     from digitrec.train import TrainConfig, run
 
     if args.resume:
-        run(TrainConfig(data_dir=args.data_dir, threads=args.threads), args.resume, resume=True)
+        run(TrainConfig(data_dir=args.data_dir, threads=args.threads, device=args.device), args.resume, resume=True)
     else:
         cfg = TrainConfig.for_model(
             args.model, epochs=args.epochs or (1 if args.dry_run else None), batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, val_split=args.val_split, augment=args.augment,
             label_smoothing=args.label_smoothing, bf16=args.bf16, threads=args.threads,
-            dry_run=args.dry_run or None, data_dir=args.data_dir)
+            dry_run=args.dry_run or None, data_dir=args.data_dir, device=args.device)
         args.out = args.out or f"runs/{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run(cfg, args.out, overwrite=args.overwrite)
-    if args.report:
+    if args.report and PROCESSES.master:
         from digitrec.report import write_report
 
         write_report(args.resume or args.out)
     return 0
+
+
+def launch_train(args) -> int:
+    """`--nproc N`: the same command in N processes on this machine, through torch's launcher."""
+    import os
+
+    from digitrec.distributed import PROCESSES, launch
+
+    if PROCESSES.world_size > 1:
+        raise UsageError("--nproc starts the processes itself: leave it out under torchrun")
+    argv, skip = [], False
+    for a in args.argv:  # the command as given, less --nproc
+        if skip or a == "--nproc" or a.startswith("--nproc="):
+            skip = a == "--nproc"
+            continue
+        argv.append(a)
+    if not args.resume and not args.out:  # every process must write to the folder the master names
+        argv += ["--out", f"runs/{args.model}-{datetime.now():%Y%m%d-%H%M%S}"]
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the master's lines appear as they are printed
+    return launch(args.nproc, argv, args.threads)
+
+
+def to_device(model, name: str | None):
+    """`model` moved to `--device NAME` (default: the CPU, where evaluation is fast enough)."""
+    from digitrec.train import resolve_device
+
+    return model.to(resolve_device(name or "cpu"))
 
 
 def cmd_evaluate(args) -> int:
@@ -73,6 +103,7 @@ def cmd_evaluate(args) -> int:
 
     run_dir = resolve_run_dir(args.run_dir)
     model, meta = load_checkpoint(run_dir)
+    model = to_device(model, args.device)
     mnist = load_mnist(args.data_dir)
     m = evaluate_model(model, mnist.test_images, mnist.test_labels)
     if args.json:
@@ -88,7 +119,7 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     from digitrec.report import write_report
 
-    write_report(args.run_dir, out=args.out, data_dir=args.data_dir)
+    write_report(args.run_dir, out=args.out, data_dir=args.data_dir, device=args.device)
     return 0
 
 
@@ -101,10 +132,15 @@ def cmd_ensemble(args) -> int:
     from digitrec.train import validation_temperature
 
     def calibrate(model, member):  # on the validation images the members were trained beside
-        return validation_temperature(model, member["config"]["val_split"], args.data_dir)
+        return validation_temperature(to_device(model, args.device), member["config"]["val_split"], args.data_dir)
 
+    if args.device:  # a device that is not there is found before anything is written
+        from digitrec.train import resolve_device
+
+        resolve_device(args.device)
     meta = combine_checkpoints(args.run_dirs, args.out, temperature=calibrate)
     model, _ = load_checkpoint(args.out)
+    model = to_device(model, args.device)
     mnist = load_mnist(args.data_dir)
     m = evaluate_model(model, mnist.test_images, mnist.test_labels)
     meta["metrics"] = {"test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_ece": m["ece"]}
@@ -251,6 +287,12 @@ def add_backend_option(p: argparse.ArgumentParser) -> None:
                         "an up-to-date model.onnx (default)")
 
 
+def add_device_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--device", default=default, metavar="auto|cpu|cuda|cuda:N|mps",
+                   help="where the model runs: auto takes CUDA, then MPS, then the CPU "
+                        f"(default: {default or 'cpu'})")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="digitrec", description="Train digit recognisers on MNIST and read handwritten digits.")
     parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
@@ -269,7 +311,11 @@ def build_parser() -> Parser:
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0 to <1")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="bfloat16 autocast (default: on where the processor does bf16 natively)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores; with --nproc, shared out)")
+    add_device_option(p, default="auto")
+    p.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="train in N processes on this machine (DistributedDataParallel through torch's launcher, "
+                        "as torchrun --nproc_per_node N would); --batch-size stays the batch of all of them")
     p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own config")
@@ -283,6 +329,7 @@ def build_parser() -> Parser:
     p.add_argument("run_dir", nargs="?", help="run directory (default: the bundled model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("report", help="figures and an HTML report of a trained model",
@@ -291,12 +338,14 @@ def build_parser() -> Parser:
     p.add_argument("run_dir", nargs="?", help="run directory (default: the bundled model, with --out)")
     p.add_argument("--out", help="folder for the figures and report.html (default: the run directory)")
     p.add_argument("--data-dir", help="MNIST folder (default: the run's own, else $DIGITREC_DATA, else the user cache)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("ensemble", help="combine trained runs into one model that averages their votes")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
     p.add_argument("--out", required=True, help="folder for the ensemble checkpoint")
     p.add_argument("--data-dir", help="MNIST folder, for calibrating on the validation images")
+    add_device_option(p)
     p.set_defaults(handler=cmd_ensemble)
 
     p = sub.add_parser("predict", help="read the handwritten digits in images",
@@ -354,20 +403,30 @@ def build_parser() -> Parser:
     return parser
 
 
+def master_process() -> bool:
+    """False in the processes of a distributed training other than rank 0, which stay silent."""
+    return "digitrec.distributed" not in sys.modules or sys.modules["digitrec.distributed"].PROCESSES.master
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # `kill` and `timeout` stop as cleanly as Ctrl-C
     try:
         return args.handler(args)
     except UsageError as e:
-        print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
+        if not getattr(e, "quiet", False):  # one line from the master process, not one per process
+            print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if not master_process():
+            return EXIT_INTERRUPTED
         where = getattr(args, "out", None) or getattr(args, "resume", None)
         hint = f"; the last complete epoch is kept: digitrec train --resume {where}" if args.command == "train" and where else ""
         print(f"\ndigitrec {args.command}: interrupted{hint}", file=sys.stderr)

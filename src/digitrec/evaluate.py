@@ -27,10 +27,11 @@ def as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, images, batch_size: int = 1000) -> torch.Tensor:
-    """Logits (N, 10) for uint8 digits (N, 28, 28), in batches, in eval mode."""
+    """Logits (N, 10) on the CPU for uint8 digits (N, 28, 28), in batches, in eval mode, on the model's device."""
     was_training = model.training
+    device = next(model.parameters(), torch.zeros(0)).device
     model.eval()
-    out = [model(as_batch(images[i:i + batch_size])).float() for i in range(0, len(images), batch_size)]
+    out = [model(as_batch(images[i:i + batch_size]).to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 10)
 
