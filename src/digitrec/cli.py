@@ -151,71 +151,70 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import warnings
-    from io import BytesIO
     from pathlib import Path
 
-    from PIL import Image
-
-    from digitrec.data import atomic_write_bytes
-    from digitrec.images import IMAGE_SUFFIXES, ImageError, images_in, load_image
-    from digitrec.recognize import draw_reading, load
+    from digitrec.batch import (OutputFile, ReadOptions, default_jobs, progress_bar, read_in_order, tasks_from,
+                                workers_for)
+    from digitrec.images import IMAGE_SUFFIXES
 
     if args.top_k > 10:
         raise UsageError(f"--top-k: there are only 10 digits, got {args.top_k}")
-    items = []  # (name shown, path, problem found before reading)
-    for arg in args.inputs:
-        if Path(arg).is_dir():
-            found = images_in(arg)
-            items += [(str(f), f, None) for f in found] or [(arg, None, f"no images ({' '.join(IMAGE_SUFFIXES)}) in this folder")]
-        else:
-            items.append((arg, Path(arg), None))
+    if args.cluster:
+        return predict_on_cluster(args)
     out = Path(args.annotate) if args.annotate else None
     one_file = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
-    if one_file and len(items) > 1:
+    tasks = tasks_from(args.inputs, out, one_file)
+    if one_file and len(tasks) > 1:
         raise UsageError(f"--annotate {out}: give a folder when reading several images")
     if out is not None:
         try:
             (out.parent if one_file else out).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--annotate {out}: cannot create the folder ({e.strerror})") from None
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies
-    # A few 28x28 digits per picture gain nothing from parallel kernels, and on a busy machine
-    # waiting for a second core costs more than the work.
-    rec = load(args.model, backend=args.backend, threads=1)
+    output = OutputFile(args.output) if args.output else None
+    skipped = 0
+    if output is not None:
+        todo = [t for t in tasks if t.name not in output.done]
+        skipped, tasks = len(tasks) - len(todo), todo
+    options = ReadOptions(model=args.model, backend=args.backend, top_k=args.top_k)
+    failed = output is not None and output.errors > 0
+    bar = progress_bar(len(tasks))
 
-    used, failed = set(), False
-    for name, path, problem in items:
-        try:
-            if problem:
-                raise ImageError(problem)
-            picture = load_image(path)
-            reading = rec.read(picture, top_k=args.top_k)
-            if out is not None:
-                target = out if one_file else out / f"{path.stem}-annotated.png"
-                for n in range(2, len(used) + 3):
-                    if target not in used:
-                        break
-                    target = out / f"{path.stem}-annotated-{n}.png"
-                used.add(target)
-                buf = BytesIO()
-                fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
-                Image.fromarray(draw_reading(picture, reading)).save(buf, format=fmt)
-                try:
-                    atomic_write_bytes(target, buf.getvalue())
-                except OSError as e:
-                    raise ImageError(f"read, but the annotated copy could not be written to {target} ({e.strerror})") from None
-        except (ImageError, MemoryError) as e:
-            failed = True
-            message = str(e) if isinstance(e, ImageError) else "not enough memory to read it"
-            if args.json:
-                print(json.dumps({"file": name, "error": message}), flush=True)
+    def say(text, stream):  # above the progress bar, at once
+        bar.write(text, file=stream)
+        stream.flush()
+
+    try:
+        for result in read_in_order(tasks, options, workers_for(len(tasks), args.jobs or default_jobs())):
+            bar.update()
+            failed |= result.error is not None
+            if output is not None:
+                output.write(result)
+            elif result.error is not None and not args.json:
+                say(f"{result.name}: error: {result.error}", sys.stderr)
             else:
-                print(f"{name}: error: {message}", file=sys.stderr, flush=True)
-            continue
-        for note in reading.notes:
-            print(f"{name}: note: {note}", file=sys.stderr)
-        print(json.dumps(reading.to_dict(file=name)) if args.json else f"{name}: {reading.describe()}", flush=True)
+                for note in result.notes:
+                    say(f"{result.name}: note: {note}", sys.stderr)
+                say(result.line if args.json else f"{result.name}: {result.describe}", sys.stdout)
+    finally:
+        bar.close()
+        if output is not None:
+            output.close()
+    if output is not None:
+        print(f"digitrec predict: {len(tasks)} read into {output.path}"
+              + (f"; {skipped} already there" if skipped else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def predict_on_cluster(args) -> int:
+    """`--cluster ADDRESS`: the pictures read by the workers of a Dask cluster, in input order."""
+    from digitrec.cluster import read_on_cluster
+
+    failed = False
+    for record in read_on_cluster(args.cluster, args.inputs, model=args.model, backend=args.backend,
+                                  top_k=args.top_k):
+        failed |= "error" in record
+        print(json.dumps(record), flush=True)
     return 1 if failed else 0
 
 
@@ -359,6 +358,14 @@ def build_parser() -> Parser:
                    help="write copies with boxes and labels drawn: into folder OUT, or to the file OUT for one image")
     p.add_argument("--top-k", type=positive_int, default=3, help="alternatives listed per digit in --json (default 3)")
     p.add_argument("--model", metavar="RUN_DIR", help="run directory (default: the bundled model)")
+    p.add_argument("--jobs", type=positive_int, metavar="N",
+                   help="reading processes (default: the cores; one for a few pictures); output stays in input order")
+    p.add_argument("--output", metavar="FILE",
+                   help="write the JSON Lines into FILE instead; pictures already in FILE are skipped, "
+                        "so a stopped run continues where it was")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="read on the Dask cluster at ADDRESS (tcp://HOST:8786), JSON Lines in input order; "
+                        "needs pip install 'digitrec[cluster]'")
     add_backend_option(p)
     p.set_defaults(handler=cmd_predict)
 

@@ -67,6 +67,14 @@ def start(procs: Processes) -> None:
     dist.init_process_group(backend, timeout=timedelta(minutes=GROUP_TIMEOUT_MIN))
 
 
+def barrier(procs: Processes) -> None:
+    """Wait until every rank is here: the others stay until the master has written the last files."""
+    if procs.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def stop(procs: Processes) -> None:
     if procs.world_size > 1:
         import torch.distributed as dist
@@ -99,13 +107,13 @@ def total(procs: Processes, values: list[float]) -> list[float]:
 
 
 def wrap(procs: Processes, model, device):
-    """The model as DistributedDataParallel: gradients averaged over ranks, batch-norm buffers from rank 0."""
+    """The model as DistributedDataParallel: gradients averaged over ranks, and (DDP's default) the
+    batch-norm buffers of rank 0 copied to the others before every forward pass."""
     if procs.world_size == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=True)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def peer_lost(procs: Processes, out, e: Exception) -> UsageError:

@@ -304,7 +304,9 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
             if error:
                 raise distributed.quiet(UsageError(error))
             try:
-                return _fit(cfg, out, meta, log if procs.master else (lambda s: None), progress, procs)
+                summary = _fit(cfg, out, meta, log if procs.master else (lambda s: None), progress, procs)
+                distributed.barrier(procs)
+                return summary
             except (RuntimeError, ConnectionError) as e:
                 if procs.world_size == 1 or not _collective_failed(e):
                     raise
@@ -390,7 +392,8 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
     show_bar = progress if procs.master else False
     log("config: " + " ".join(f"{k}={v}" for k, v in asdict(cfg).items()))
     log(f"{len(train_y)} training and {len(val_y)} validation images; {device} ({precision}); "
-        f"{world} process{'es' if world > 1 else ''} x {torch.get_num_threads()} threads; "
+        f"{world} process{'es' if world > 1 else ''} x {torch.get_num_threads()} "
+        f"thread{'s' if torch.get_num_threads() > 1 else ''}; "
         f"optimiser {'torch fused AdamW' if isinstance(opt, torch.optim.Optimizer) else 'digitrec AdamW'}")
 
     def describe(epoch: int, metrics: dict) -> dict:
