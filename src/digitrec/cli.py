@@ -83,10 +83,12 @@ def launch_train(args) -> int:
             skip = a == "--nproc"
             continue
         argv.append(a)
-    if not args.resume and not args.out:  # every process must write to the folder the master names
-        argv += ["--out", f"runs/{args.model}-{datetime.now():%Y%m%d-%H%M%S}"]
+    out = args.resume or args.out
+    if not out:  # every process must be told the folder the master names
+        out = f"runs/{args.model}-{datetime.now():%Y%m%d-%H%M%S}"
+        argv += ["--out", out]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the master's lines appear as they are printed
-    return launch(args.nproc, argv, args.threads)
+    return launch(args.nproc, argv, args.threads, out)
 
 
 def to_device(model, name: str | None):

@@ -44,6 +44,8 @@ def _from_env() -> Processes:
 
 
 PROCESSES = _from_env()
+LAUNCHER_ENV = "DIGITREC_NPROC"  # set by `--nproc`'s launcher, which itself reports a process that stopped
+LAUNCHED = os.environ.get(LAUNCHER_ENV) == "1"
 
 
 def quiet(e: BaseException) -> BaseException:
@@ -118,17 +120,22 @@ def wrap(procs: Processes, model, device):
 
 def peer_lost(procs: Processes, out, e: Exception) -> UsageError:
     """The error a rank raises when a collective fails because another rank stopped."""
+    import re
+
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return quiet(UsageError(f"another of the {procs.world_size} training processes stopped ({first[:120]}); "
-                            f"the last complete epoch is kept: digitrec train --resume {out}"))
+    first = re.sub(r"\[[^\]]*\]:?\s*", "", first).strip()  # gloo's source locations and bracketed addresses
+    error = UsageError(f"another of the {procs.world_size} training processes stopped ({first[:100]}); "
+                       f"the last complete epoch is kept: digitrec train --resume {out}")
+    error.quiet = LAUNCHED or not procs.master
+    return error
 
 
-def launch(nproc: int, argv: list[str], threads: int | None) -> int:
+def launch(nproc: int, argv: list[str], threads: int | None, out: str) -> int:
     """Run `digitrec <argv>` in `nproc` processes on this machine through torch's launcher; the exit status.
 
-    Each process gets `threads` CPU threads (default: the cores shared out). Exit status: 0, that of
-    the master where it stopped with its own message (2 for bad input, 130 interrupted), else 2 with
-    one line saying which process stopped.
+    Each process gets `threads` CPU threads (default: the cores shared out). Exit status: 0; 2 for bad
+    input and 130 when interrupted (the master printed why); 2 with one line saying which process
+    stopped where one died or failed otherwise.
     """
     import logging
     import uuid
@@ -140,6 +147,7 @@ def launch(nproc: int, argv: list[str], threads: int | None) -> int:
     # The launcher's own warnings (one per process it stops) would bury the one line that matters.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     os.environ["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 1) // nproc))
+    os.environ[LAUNCHER_ENV] = "1"
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           monitor_interval=LAUNCH_MONITOR_S, shutdown_timeout=STOP_GRACE_S)
@@ -149,13 +157,13 @@ def launch(nproc: int, argv: list[str], threads: int | None) -> int:
         return 130
     except ChildFailedError as e:
         failures = e.failures
-        master = failures.get(0)
-        if master is not None and master.exitcode in (2, 130):
-            return master.exitcode  # the master said what happened
-        rank, failure = min(failures.items(), key=lambda kv: kv[1].timestamp)
+        lost = {rank: f for rank, f in failures.items() if f.exitcode not in (2, 130)}
+        if not lost:  # every process stopped on its own (bad input, interrupted) and the master said why
+            return max(f.exitcode for f in failures.values())
+        rank, failure = min(lost.items())
         code = failure.exitcode
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-        print(f"digitrec train: error: process {rank} of {nproc} stopped ({how}); the others were stopped too",
-              file=sys.stderr)
+        print(f"digitrec train: error: process {rank} of {nproc} stopped ({how}), and so did the others; "
+              f"the last complete epoch is kept: digitrec train --resume {out}", file=sys.stderr)
         return 2
     return 0

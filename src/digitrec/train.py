@@ -328,8 +328,10 @@ def _open_run(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool) -> tup
         saved, meta = load_resume(out)
         saved.data_dir, saved.threads = cfg.data_dir or saved.data_dir, cfg.threads or saved.threads
         saved.device = cfg.device if cfg.device != "auto" else saved.device
+        resolve_device(saved.device)  # a device that is not here stops the run before it starts
         return saved, meta
     cfg.validate()
+    resolve_device(cfg.device)
     prepare_out_dir(out, overwrite)
     return cfg, None
 
