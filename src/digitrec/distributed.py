@@ -145,7 +145,8 @@ def launch(nproc: int, argv: list[str], threads: int | None, out: str) -> int:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     # The launcher's own warnings (one per process it stops) would bury the one line that matters.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 1) // nproc))
     os.environ[LAUNCHER_ENV] = "1"
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
