@@ -162,6 +162,8 @@ def cmd_predict(args) -> int:
     if args.top_k > 10:
         raise UsageError(f"--top-k: there are only 10 digits, got {args.top_k}")
     if args.cluster:
+        if args.annotate or args.output:
+            raise UsageError("--cluster prints JSON Lines to stdout; it does not take --annotate or --output")
         return predict_on_cluster(args)
     out = Path(args.annotate) if args.annotate else None
     one_file = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()

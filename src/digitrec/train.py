@@ -124,8 +124,9 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
             raise UsageError(f"--device {name}: CUDA is not available here ({built}); use --device cpu or auto")
         index = int(name.split(":")[1]) if ":" in name else local_rank
         if index >= torch.cuda.device_count():
+            each = "" if ":" in name else f"; process {local_rank} on this machine takes GPU {local_rank}"
             raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                             f"numbered from 0 (process {local_rank} on this machine needs its own)")
+                             f"numbered from 0{each}")
         return torch.device("cuda", index)
     if name == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps: Apple's Metal (MPS) is not available here; use --device cpu or auto")
