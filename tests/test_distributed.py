@@ -102,6 +102,22 @@ def test_a_killed_process_stops_all_keeping_the_last_epoch_and_one_process_resum
     assert json.loads((out / "model.json").read_text())["world_size"] == 1
 
 
+def test_ctrl_c_stops_every_process_keeping_the_last_epoch(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    launcher = subprocess.Popen([sys.executable, "-m", "digitrec", *map(str, tiny_args(tiny_mnist, out, epochs=30)),
+                                 "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                                start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "model.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process gets it
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and f"--resume {out}" in lines[0], err
+    assert json.loads((out / "model.json").read_text())["epoch"] >= 1
+
+
 def test_more_processes_than_images_per_batch(tiny_mnist, tmp_path):
     r = digitrec(*tiny_args(tiny_mnist, tmp_path / "run"), "--nproc", 2, "--batch-size", 3)
     assert_one_line_error(r.returncode, r.stderr, "--batch-size 3", "2 processes")
