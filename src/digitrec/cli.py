@@ -419,6 +419,11 @@ def master_process() -> bool:
     return "digitrec.distributed" not in sys.modules or sys.modules["digitrec.distributed"].PROCESSES.master
 
 
+def launched() -> bool:
+    """True in the processes that `train --nproc` started."""
+    return "digitrec.distributed" in sys.modules and sys.modules["digitrec.distributed"].LAUNCHED
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -434,9 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         if not getattr(e, "quiet", False):  # one line from the master process, not one per process
             print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(e, "status", EXIT_USAGE)
     except KeyboardInterrupt:
-        if not master_process():
+        if not master_process() or launched():  # the master's launcher says it, once
             return EXIT_INTERRUPTED
         where = getattr(args, "out", None) or getattr(args, "resume", None)
         hint = f"; the last complete epoch is kept: digitrec train --resume {where}" if args.command == "train" and where else ""

@@ -44,8 +44,9 @@ def _from_env() -> Processes:
 
 
 PROCESSES = _from_env()
-LAUNCHER_ENV = "DIGITREC_NPROC"  # set by `--nproc`'s launcher, which itself reports a process that stopped
+LAUNCHER_ENV = "DIGITREC_NPROC"  # set by `--nproc`'s launcher, which itself reports a stop or a lost process
 LAUNCHED = os.environ.get(LAUNCHER_ENV) == "1"
+EXIT_PEER_LOST = 3  # under the launcher: this process found another one gone, and leaves the report to it
 
 
 def quiet(e: BaseException) -> BaseException:
@@ -127,6 +128,8 @@ def peer_lost(procs: Processes, out, e: Exception) -> UsageError:
     error = UsageError(f"another of the {procs.world_size} training processes stopped ({first[:100]}); "
                        f"the last complete epoch is kept: digitrec train --resume {out}")
     error.quiet = LAUNCHED or not procs.master
+    if LAUNCHED:
+        error.status = EXIT_PEER_LOST
     return error
 
 
@@ -134,8 +137,8 @@ def launch(nproc: int, argv: list[str], threads: int | None, out: str) -> int:
     """Run `digitrec <argv>` in `nproc` processes on this machine through torch's launcher; the exit status.
 
     Each process gets `threads` CPU threads (default: the cores shared out). Exit status: 0; 2 for bad
-    input and 130 when interrupted (the master printed why); 2 with one line saying which process
-    stopped where one died or failed otherwise.
+    input (the master printed why); 130 when interrupted; 2 where a process died or failed, with one
+    line saying which. Those two lines are printed here, not by the processes.
     """
     import logging
     import uuid
@@ -152,17 +155,24 @@ def launch(nproc: int, argv: list[str], threads: int | None, out: str) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           monitor_interval=LAUNCH_MONITOR_S, shutdown_timeout=STOP_GRACE_S)
+    # The processes leave the reporting of a stop to this one: which of them notices first is a race.
+    interrupted = f"digitrec train: interrupted; the last complete epoch is kept: digitrec train --resume {out}"
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "digitrec", *argv)
-    except SignalException:  # Ctrl-C or SIGTERM: the processes got it too, and the master said so
+    except SignalException:  # Ctrl-C or SIGTERM: the processes got it too
+        print(f"\n{interrupted}", file=sys.stderr)
         return 130
     except ChildFailedError as e:
-        failures = e.failures
-        lost = {rank: f for rank, f in failures.items() if f.exitcode not in (2, 130)}
-        if not lost:  # every process stopped on its own (bad input, interrupted) and the master said why
-            return max(f.exitcode for f in failures.values())
-        rank, failure = min(lost.items())
-        code = failure.exitcode
+        codes = {rank: f.exitcode for rank, f in e.failures.items()}
+        if 2 in codes.values():
+            return 2  # bad input: the master said what
+        # Stopped by the launcher after another failed (SIGTERM, or our handler's 130), or found it gone.
+        consequences = (-signal.SIGTERM, 130, EXIT_PEER_LOST)
+        causes = {rank: code for rank, code in codes.items() if code not in consequences}
+        if not causes:  # a process was sent a stop signal
+            print(interrupted, file=sys.stderr)
+            return 130
+        rank, code = min(causes.items())
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         print(f"digitrec train: error: process {rank} of {nproc} stopped ({how}), and so did the others; "
               f"the last complete epoch is kept: digitrec train --resume {out}", file=sys.stderr)
