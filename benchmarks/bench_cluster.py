@@ -43,7 +43,7 @@ def with_dask(tasks) -> tuple[float, float, list[dict]]:
 
 def _ray_read(rows: dict) -> dict:
     if batch._reader is None:
-        batch._start_worker(ReadOptions(), ignore_interrupts=False)
+        batch._start_worker(ReadOptions(), worker=False)
     import json
 
     from digitrec.batch import Task

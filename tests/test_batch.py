@@ -73,6 +73,12 @@ def test_an_output_file_of_something_else_is_refused(photo_dir, tmp_path, capsys
     assert other.read_text() == "my notes\n"
 
 
+def test_a_model_that_cannot_be_loaded_is_one_line_with_workers(photo_dir, tmp_path, capsys):
+    status, out, err = digitrec_cli("predict", photo_dir, "--jobs", 2, "--model", tmp_path / "nothing", capsys=capsys)
+    assert_one_line_error(status, err, "no such run directory")
+    assert out == ""
+
+
 def test_jobs_zero_is_refused(photo_dir, capsys):
     status, _, err = digitrec_cli("predict", photo_dir, "--jobs", 0, capsys=capsys)
     assert_one_line_error(status, err, "--jobs")

@@ -101,24 +101,33 @@ def tasks_from(inputs: Iterable[str], annotate: Path | None = None, one_file: bo
 
 
 _reader = None  # (Recognizer, ReadOptions) of this worker process
+_start_error: UsageError | None = None  # why this worker could not load the model, told with its first chunk
 
 
-def _start_worker(options: ReadOptions, ignore_interrupts: bool) -> None:
-    global _reader
+def _start_worker(options: ReadOptions, worker: bool) -> None:
+    """Load the model of this process; `worker`: one of a pool, which leaves Ctrl-C to the main process."""
+    global _reader, _start_error
     import warnings
 
     from PIL import Image
 
     from digitrec.recognize import load
 
-    if ignore_interrupts:  # Ctrl-C is the main process's to handle; it stops the workers
+    if worker:  # Ctrl-C is the main process's to handle; it stops the workers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies
     # A few 28x28 digits per picture gain nothing from parallel kernels: one thread per process.
-    _reader = (load(options.model, backend=options.backend, threads=1), options)
+    try:
+        _reader = (load(options.model, backend=options.backend, threads=1), options)
+    except UsageError as e:
+        if not worker:
+            raise
+        _start_error = e  # raised here it would only show as a broken pool
 
 
 def _read_chunk(tasks: list[Task]) -> list[Result]:
+    if _start_error is not None:
+        raise _start_error
     return [read_picture(t) for t in tasks]
 
 
@@ -166,7 +175,7 @@ def read_in_order(tasks: Iterable[Task], options: ReadOptions, jobs: int) -> Ite
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")
     if jobs == 1:
-        _start_worker(options, ignore_interrupts=False)
+        _start_worker(options, worker=False)
         yield from map(read_picture, tasks)
         return
     import multiprocessing

@@ -36,7 +36,7 @@ def _read_chunk_on_worker(tasks: list[Task], options: ReadOptions) -> list[dict]
     """Runs on a Dask worker: its model is loaded by the first chunk and kept for the next ones."""
     with _setup:
         if batch._reader is None or batch._reader[1] != options:
-            batch._start_worker(options, ignore_interrupts=False)
+            batch._start_worker(options, worker=False)
     return [batch.read_picture(t).record for t in tasks]
 
 
