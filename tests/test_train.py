@@ -249,8 +249,8 @@ def test_a_busy_machine_is_pointed_out(monkeypatch):
 
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
     monkeypatch.setattr(train.torch, "get_num_threads", lambda: 8)
-    lines = train.run_header(TrainConfig.for_model("fast"), use_bf16=False)
+    lines = train.run_header(TrainConfig.for_model("fast"), train.torch.device("cpu"), "fp32")
     note = next(line for line in lines if line.startswith("note:"))
     assert "busy" in note and "load average 3.0" in note and "--threads 1" in note
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
-    assert not any(line.startswith("note:") for line in train.run_header(TrainConfig.for_model("fast"), False))
+    assert not any(line.startswith("note:") for line in train.run_header(TrainConfig.for_model("fast"), train.torch.device("cpu"), "fp32"))

@@ -30,16 +30,18 @@ class Distortion:
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g)
+    return low + (high - low) * torch.rand(n, generator=g, device=g.device)
 
 
 def augment_batch(x: torch.Tensor, g: torch.Generator, d: Distortion = Distortion()) -> torch.Tensor:
-    """Distort each image of `x` (B, 1, H, W), floats in [0, 1], differently; returns a new tensor."""
+    """Distort each image of `x` (B, 1, H, W), floats in [0, 1], differently; returns a new tensor.
+
+    The random draws come from `g`, which lives on the device of `x`."""
     b, _, h, w = x.shape
     angle = _uniform(b, -d.max_rotation_deg, d.max_rotation_deg, g) * math.pi / 180
     scale = _uniform(b, 1 - d.max_scale, 1 + d.max_scale, g)
     shear = _uniform(b, -d.max_shear, d.max_shear, g)
-    shift = _uniform(2 * b, -d.max_shift_px, d.max_shift_px, g).view(b, 2) * 2 / torch.tensor([w, h])
+    shift = _uniform(2 * b, -d.max_shift_px, d.max_shift_px, g).view(b, 2) * 2 / torch.tensor([w, h], device=g.device)
 
     # theta maps output coordinates to input ones, hence the inverse scale.
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -50,15 +52,16 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, d: Distortion = Distortio
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
 
     # Elastic: coarse random displacements, smoothly upsampled to the full grid.
-    coarse = torch.randn(b, 2, 4, 4, generator=g) * (d.elastic_px * 2 / h)
-    coarse *= (torch.rand(b, 1, 1, 1, generator=g) < d.elastic_fraction)
+    coarse = torch.randn(b, 2, 4, 4, generator=g, device=g.device) * (d.elastic_px * 2 / h)
+    coarse *= (torch.rand(b, 1, 1, 1, generator=g, device=g.device) < d.elastic_fraction)
     field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)  # (B, 2, H, W)
     grid = grid + field.permute(0, 2, 3, 1)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     # Stroke width: blend towards a 3x3 dilation (thicker) or erosion (thinner) by a random amount.
-    amount = torch.rand(b, 1, 1, 1, generator=g) * (torch.rand(b, 1, 1, 1, generator=g) < d.thickness_fraction)
-    thicker = torch.rand(b, 1, 1, 1, generator=g) < 0.6
+    amount = torch.rand(b, 1, 1, 1, generator=g, device=g.device)
+    amount *= torch.rand(b, 1, 1, 1, generator=g, device=g.device) < d.thickness_fraction
+    thicker = torch.rand(b, 1, 1, 1, generator=g, device=g.device) < 0.6
     amount = torch.where(thicker, amount, amount * 0.5)  # full erosion would erase 2-pixel strokes
     dilated = F.max_pool2d(out, 3, stride=1, padding=1)
     eroded = -F.max_pool2d(-out, 3, stride=1, padding=1)

@@ -47,7 +47,7 @@ def read_json(path: Path, what: str = "file") -> dict:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}  # device-free: reads on any machine
     atomic_write_bytes(path, st_save(tensors, metadata=metadata))
 
 

@@ -19,7 +19,6 @@ from digitrec.errors import UsageError
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_CLOSED_PIPE = 141  # what a shell reports for `cat` stopped by a closed pipe (128 + SIGPIPE)
-ANNOTATED_STEM = 220  # characters of a picture's name kept in its annotated copy's, within the 255 a name may have
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,23 +49,55 @@ def positive_float(text: str) -> float:
 
 
 def cmd_train(args) -> int:
+    if args.nproc:
+        return launch_train(args)
+    from digitrec.distributed import PROCESSES
     from digitrec.train import TrainConfig, run
 
     if args.resume:
-        run(TrainConfig(data_dir=args.data_dir, threads=args.threads), args.resume, resume=True)
+        run(TrainConfig(data_dir=args.data_dir, threads=args.threads, device=args.device), args.resume, resume=True)
     else:
         cfg = TrainConfig.for_model(
             args.model, epochs=args.epochs or (1 if args.dry_run else None), batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, val_split=args.val_split, augment=args.augment,
             label_smoothing=args.label_smoothing, bf16=args.bf16, threads=args.threads,
-            dry_run=args.dry_run or None, data_dir=args.data_dir)
+            dry_run=args.dry_run or None, data_dir=args.data_dir, device=args.device)
         args.out = args.out or f"runs/{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run(cfg, args.out, overwrite=args.overwrite)
-    if args.report:
+    if args.report and PROCESSES.master:
         from digitrec.report import write_report
 
         write_report(args.resume or args.out)
     return 0
+
+
+def launch_train(args) -> int:
+    """`--nproc N`: the same command in N processes on this machine, through torch's launcher."""
+    import os
+
+    from digitrec.distributed import PROCESSES, launch
+
+    if PROCESSES.world_size > 1:
+        raise UsageError("--nproc starts the processes itself: leave it out under torchrun")
+    argv, skip = [], False
+    for a in args.argv:  # the command as given, less --nproc
+        if skip or a == "--nproc" or a.startswith("--nproc="):
+            skip = a == "--nproc"
+            continue
+        argv.append(a)
+    out = args.resume or args.out
+    if not out:  # every process must be told the folder the master names
+        out = f"runs/{args.model}-{datetime.now():%Y%m%d-%H%M%S}"
+        argv += ["--out", out]
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the master's lines appear as they are printed
+    return launch(args.nproc, argv, args.threads, out)
+
+
+def to_device(model, name: str | None):
+    """`model` moved to `--device NAME` (default: the CPU, where evaluation is fast enough)."""
+    from digitrec.train import resolve_device
+
+    return model.to(resolve_device(name or "cpu"))
 
 
 def cmd_evaluate(args) -> int:
@@ -82,6 +113,7 @@ def cmd_evaluate(args) -> int:
         if meta.get("temperature"):
             what += f"; probabilities and loss after temperature scaling, T={meta['temperature']}"
         print(f"model {run_dir} ({what})", flush=True)
+    model = to_device(model, args.device)
     mnist = load_mnist(args.data_dir)
     m = evaluate_model(model, mnist.test_images, mnist.test_labels, progress=None)
     if args.json:
@@ -94,7 +126,7 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     from digitrec.report import write_report
 
-    write_report(args.run_dir, out=args.out, data_dir=args.data_dir)
+    write_report(args.run_dir, out=args.out, data_dir=args.data_dir, device=args.device)
     return 0
 
 
@@ -107,10 +139,15 @@ def cmd_ensemble(args) -> int:
     from digitrec.train import validation_temperature
 
     def calibrate(model, member):  # on the validation images the members were trained beside
-        return validation_temperature(model, member["config"]["val_split"], args.data_dir)
+        return validation_temperature(to_device(model, args.device), member["config"]["val_split"], args.data_dir)
 
+    if args.device:  # a device that is not there is found before anything is written
+        from digitrec.train import resolve_device
+
+        resolve_device(args.device)
     meta = combine_checkpoints(args.run_dirs, args.out, temperature=calibrate)
     model, _ = load_checkpoint(args.out)
+    model = to_device(model, args.device)
     mnist = load_mnist(args.data_dir)
     m = evaluate_model(model, mnist.test_images, mnist.test_labels, progress=None)
     meta["metrics"] = {"test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_ece": m["ece"]}
@@ -121,35 +158,29 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import warnings
-    from io import BytesIO
     from pathlib import Path
 
-    from PIL import Image
-
-    from digitrec.data import atomic_write_bytes
-    from digitrec.images import IMAGE_SUFFIXES, ImageError, images_in, load_image
-    from digitrec.recognize import draw_reading, load
+    from digitrec.batch import (OutputFile, ReadOptions, default_jobs, progress_bar, read_in_order, tasks_from,
+                                workers_for)
+    from digitrec.images import IMAGE_SUFFIXES
 
     if args.top_k > 10:
         raise UsageError(f"--top-k: there are only 10 digits, got {args.top_k}")
-    items = []  # (name shown, path, problem found before reading)
-    for arg in args.inputs:
-        if Path(arg).is_dir():
-            found = images_in(arg)
-            items += [(str(f), f, None) for f in found] or [(arg, None, f"no images ({' '.join(IMAGE_SUFFIXES)}) in this folder")]
-        else:
-            items.append((arg, Path(arg), None))
+    if args.cluster:
+        if args.annotate or args.output:
+            raise UsageError("--cluster prints JSON Lines to stdout; it does not take --annotate or --output")
+        return predict_on_cluster(args)
     out = Path(args.annotate) if args.annotate else None
     one_file = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
-    if one_file and len(items) > 1:
+    tasks = tasks_from(args.inputs, out, one_file)
+    if one_file and len(tasks) > 1:
         raise UsageError(f"--annotate {out}: give a folder when reading several images")
     if out is not None and not one_file and out.suffix and not out.is_dir():
         raise UsageError(f"--annotate {out}: give a picture file ({', '.join(IMAGE_SUFFIXES)}) or a folder; "
                          "a folder with a dot in its name must exist already")
     if out is not None and out.exists() and not out.is_dir() and not one_file:
         raise UsageError(f"--annotate {out}: it is a file, not a folder")
-    inputs = {p.resolve() for _, p, _ in items if p is not None and p.exists()}
+    inputs = {t.path.resolve() for t in tasks if t.path is not None and t.path.exists()}
     if one_file and out.resolve() in inputs:
         raise UsageError(f"--annotate {out}: that is the picture being read; give another name")
     if out is not None:
@@ -157,46 +188,50 @@ def cmd_predict(args) -> int:
             (out.parent if one_file else out).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--annotate {out}: cannot create the folder ({e.strerror})") from None
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies
-    # A few 28x28 digits per picture gain nothing from parallel kernels, and on a busy machine
-    # waiting for a second core costs more than the work.
-    rec = load(args.model, backend=args.backend, threads=1)
+    output = OutputFile(args.output) if args.output else None
+    skipped = 0
+    if output is not None:
+        todo = [t for t in tasks if t.name not in output.done]
+        skipped, tasks = len(tasks) - len(todo), todo
+    options = ReadOptions(model=args.model, backend=args.backend, top_k=args.top_k)
+    failed = output is not None and output.errors > 0
+    bar = progress_bar(len(tasks))
 
-    used, failed = set(), False
-    for name, path, problem in items:
-        try:
-            if problem:
-                raise ImageError(problem)
-            picture = load_image(path)
-            reading = rec.read(picture, top_k=args.top_k)
-            if out is not None:
-                stem = path.stem[:ANNOTATED_STEM]
-                target = out if one_file else out / f"{stem}-annotated.png"
-                for n in range(2, len(used) + 3):
-                    if target not in used:
-                        break
-                    target = out / f"{stem}-annotated-{n}.png"
-                if target.resolve() in inputs:  # never over a picture given to read
-                    target = target.with_name(f"{target.stem}-{len(used) + 2}{target.suffix}")
-                used.add(target)
-                buf = BytesIO()
-                fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
-                Image.fromarray(draw_reading(picture, reading)).save(buf, format=fmt)
-                try:
-                    atomic_write_bytes(target, buf.getvalue())
-                except OSError as e:
-                    raise ImageError(f"read, but the annotated copy could not be written to {target} ({e.strerror})") from None
-        except (ImageError, MemoryError) as e:
-            failed = True
-            message = str(e) if isinstance(e, ImageError) else "not enough memory to read it"
-            if args.json:
-                print(json.dumps({"file": name, "error": message}), flush=True)
+    def say(text, stream):  # above the progress bar, at once
+        bar.write(text, file=stream)
+        stream.flush()
+
+    try:
+        for result in read_in_order(tasks, options, workers_for(len(tasks), args.jobs or default_jobs())):
+            bar.update()
+            failed |= result.error is not None
+            if output is not None:
+                output.write(result)
+            elif result.error is not None and not args.json:
+                say(f"{result.name}: error: {result.error}", sys.stderr)
             else:
-                print(f"{name}: error: {message}", file=sys.stderr, flush=True)
-            continue
-        for note in reading.notes:
-            print(f"{name}: note: {note}", file=sys.stderr)
-        print(json.dumps(reading.to_dict(file=name)) if args.json else f"{name}: {reading.describe()}", flush=True)
+                for note in result.notes:
+                    say(f"{result.name}: note: {note}", sys.stderr)
+                say(result.line if args.json else f"{result.name}: {result.describe}", sys.stdout)
+    finally:
+        bar.close()
+        if output is not None:
+            output.close()
+    if output is not None:
+        print(f"digitrec predict: {len(tasks)} read into {output.path}"
+              + (f"; {skipped} already there" if skipped else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def predict_on_cluster(args) -> int:
+    """`--cluster ADDRESS`: the pictures read by the workers of a Dask cluster, in input order."""
+    from digitrec.cluster import read_on_cluster
+
+    failed = False
+    for record in read_on_cluster(args.cluster, args.inputs, model=args.model, backend=args.backend,
+                                  top_k=args.top_k):
+        failed |= "error" in record
+        print(json.dumps(record), flush=True)
     return 1 if failed else 0
 
 
@@ -284,6 +319,12 @@ def add_backend_option(p: argparse.ArgumentParser) -> None:
                         "an up-to-date model.onnx (default)")
 
 
+def add_device_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--device", default=default, metavar="auto|cpu|cuda|cuda:N|mps",
+                   help="where the model runs: auto takes CUDA, then MPS, then the CPU "
+                        f"(default: {default or 'cpu'})")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="digitrec", description="Train digit recognisers on MNIST and read handwritten digits.")
     parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
@@ -302,7 +343,11 @@ def build_parser() -> Parser:
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0 to <1")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="bfloat16 autocast (default: on where the processor does bf16 natively)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores; with --nproc, shared out)")
+    add_device_option(p, default="auto")
+    p.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="train in N processes on this machine (DistributedDataParallel through torch's launcher, "
+                        "as torchrun --nproc_per_node N would); --batch-size stays the batch of all of them")
     p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own config")
@@ -316,6 +361,7 @@ def build_parser() -> Parser:
     p.add_argument("run_dir", nargs="?", help="run directory (default: the bundled model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("report", help="figures and an HTML report of a trained model",
@@ -324,12 +370,14 @@ def build_parser() -> Parser:
     p.add_argument("run_dir", nargs="?", help="run directory (default: the bundled model, with --out)")
     p.add_argument("--out", help="folder for the figures and report.html (default: the run directory)")
     p.add_argument("--data-dir", help="MNIST folder (default: the run's own, else $DIGITREC_DATA, else the user cache)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("ensemble", help="combine trained runs into one model that averages their votes")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run directories")
     p.add_argument("--out", required=True, help="folder for the ensemble checkpoint")
     p.add_argument("--data-dir", help="MNIST folder, for calibrating on the validation images")
+    add_device_option(p)
     p.set_defaults(handler=cmd_ensemble)
 
     p = sub.add_parser("predict", help="read the handwritten digits in images",
@@ -343,6 +391,14 @@ def build_parser() -> Parser:
                    help="write copies with boxes and labels drawn: into folder OUT, or to the file OUT for one image")
     p.add_argument("--top-k", type=positive_int, default=3, help="alternatives listed per digit in --json (default 3)")
     p.add_argument("--model", metavar="RUN_DIR", help="run directory (default: the bundled model)")
+    p.add_argument("--jobs", type=positive_int, metavar="N",
+                   help="reading processes (default: the cores; one for a few pictures); output stays in input order")
+    p.add_argument("--output", metavar="FILE",
+                   help="write the JSON Lines into FILE instead; pictures already in FILE are skipped, "
+                        "so a stopped run continues where it was")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="read on the Dask cluster at ADDRESS (tcp://HOST:8786), JSON Lines in input order; "
+                        "needs pip install 'digitrec[cluster]'")
     add_backend_option(p)
     p.set_defaults(handler=cmd_predict)
 
@@ -393,6 +449,16 @@ def build_parser() -> Parser:
     return parser
 
 
+def master_process() -> bool:
+    """False in the processes of a distributed training other than rank 0, which stay silent."""
+    return "digitrec.distributed" not in sys.modules or sys.modules["digitrec.distributed"].PROCESSES.master
+
+
+def launched() -> bool:
+    """True in the processes that `train --nproc` started."""
+    return "digitrec.distributed" in sys.modules and sys.modules["digitrec.distributed"].LAUNCHED
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -408,7 +474,9 @@ def _drop_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # `kill` and `timeout` stop as cleanly as Ctrl-C
     try:
@@ -419,9 +487,12 @@ def main(argv: list[str] | None = None) -> int:
         _drop_stdout()
         return EXIT_CLOSED_PIPE
     except UsageError as e:
-        print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        if not getattr(e, "quiet", False):  # one line from the master process, not one per process
+            print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
+        return getattr(e, "status", EXIT_USAGE)
     except KeyboardInterrupt:
+        if not master_process() or launched():  # the master's launcher says it, once
+            return EXIT_INTERRUPTED
         hint = ""
         where = getattr(args, "out", None) or getattr(args, "resume", None)
         if args.command == "train" and where:

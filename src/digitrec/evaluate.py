@@ -28,17 +28,18 @@ def as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, images, batch_size: int = 1000, progress: bool | None = False) -> torch.Tensor:
-    """Logits (N, 10) for uint8 digits (N, 28, 28), in batches, in eval mode.
+    """Logits (N, 10) on the CPU for uint8 digits (N, 28, 28), in batches, in eval mode, on the model's device.
 
     `progress` shows a bar on stderr (None: where stderr is a terminal).
     """
     was_training = model.training
+    device = next(model.parameters(), torch.zeros(0)).device
     model.eval()
     out = []
     with tqdm(total=len(images), desc="evaluating", unit="img", leave=False, dynamic_ncols=True,
               disable=(not progress) if progress is not None else None) as bar:
         for i in range(0, len(images), batch_size):
-            out.append(model(as_batch(images[i:i + batch_size])).float())
+            out.append(model(as_batch(images[i:i + batch_size]).to(device)).float().cpu())
             bar.update(len(out[-1]))
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 10)

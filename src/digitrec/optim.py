@@ -84,5 +84,6 @@ class AdamW:
                     raise ValueError(f"optimiser state {i}.{key} has shape {tuple(s[key].shape)}, "
                                      f"the parameter {tuple(p.shape)}")
             state[p] = {"step": torch.as_tensor(s["step"], dtype=torch.float32).clone(),
-                        "exp_avg": s["exp_avg"].clone().to(p.dtype), "exp_avg_sq": s["exp_avg_sq"].clone().to(p.dtype)}
+                        "exp_avg": s["exp_avg"].to(p.device, p.dtype, copy=True),
+                        "exp_avg_sq": s["exp_avg_sq"].to(p.device, p.dtype, copy=True)}
         self.state = state

@@ -24,7 +24,7 @@ from digitrec.checkpoint import BUNDLED_DIR, load_checkpoint, read_json, resolve
 from digitrec.data import atomic_write_bytes, load_mnist, writable_dir
 from digitrec.errors import UsageError
 from digitrec.evaluate import metrics_from_logits, predict_logits
-from digitrec.train import DRY_RUN_EVAL, HISTORY, METRICS, read_history
+from digitrec.train import DRY_RUN_EVAL, HISTORY, METRICS, read_history, resolve_device
 
 REPORT = "report.html"
 # File stem -> (heading, how to read it); the order of the page.
@@ -69,12 +69,14 @@ def make_figures(images, labels, probs, metrics: dict, history: list[dict] | Non
 
 
 def write_report(run_dir: str | os.PathLike | None, out: str | os.PathLike | None = None,
-                 data_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> Path:
+                 data_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+                 device: str | None = None) -> Path:
     """Evaluate the model of `run_dir` (None: the bundled model) on the MNIST test set and write
     the figures and report.html into `out` (default: the run directory). Returns the page's path.
 
     MNIST comes from `data_dir`, else the folder the run was trained from (if it still exists),
-    else the usual places (see data.load_mnist)."""
+    else the usual places (see data.load_mnist). The model runs on `device` (see train.resolve_device;
+    default: the CPU)."""
     run_dir = resolve_run_dir(run_dir)
     bundled = run_dir.resolve() == BUNDLED_DIR.resolve()
     if out is None:
@@ -91,6 +93,7 @@ def write_report(run_dir: str | os.PathLike | None, out: str | os.PathLike | Non
     writable_dir(out, "the report")
 
     model, meta = load_checkpoint(run_dir)
+    model = model.to(resolve_device(device or "cpu"))
     config = meta.get("config") or {}
     recorded = config.get("data_dir")
     if data_dir is None and recorded and Path(recorded).is_dir():

@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -40,12 +41,13 @@ try:
 except ImportError:  # Windows: no advisory locks; training into one folder twice is not guarded there
     fcntl = None
 
-from digitrec import __version__
+from digitrec import __version__, distributed
 from digitrec.augment import augment_batch
 from digitrec.checkpoint import (FORMAT, META, WEIGHTS, load_tensors, read_json, save_checkpoint,
                                  tensors_metadata, write_json)
 from digitrec.data import MNIST, atomic_write_bytes, load_mnist, writable_dir
 from digitrec.data import data_dir as resolve_data_dir
+from digitrec.distributed import PROCESSES, Processes
 from digitrec.errors import UsageError
 from digitrec.evaluate import as_batch, evaluate_model, fit_temperature, predict_logits
 from digitrec.models import TemperatureScaled, create_model, get_recipe
@@ -64,6 +66,9 @@ MAX_LR = 10.0  # largest --lr: steps beyond it only diverge, and near 1e38 they 
 BUSY_LOAD = 1.0  # load average (runnable processes) above which the machine counts as busy at the start
 
 
+RANK_SEED_STRIDE = 7_919  # seeds of one rank's dropout and distortions lie this far from the next rank's
+
+
 def cpu_cores() -> int:
     return os.cpu_count() or 1
 
@@ -80,7 +85,8 @@ class TrainConfig:
     weight_decay: float = 5e-4  # AdamW decoupled weight decay; 0 means plain Adam
     seed: int = 0  # seeds weights, shuffling, augmentation and dropout
     val_split: int = 5000  # training images held out for validation (never the test set)
-    bf16: bool | None = None  # bfloat16 autocast; None: on where the CPU/GPU does bf16 natively
+    bf16: bool | None = None  # bfloat16 autocast; None: per device (bf16 where native, fp16 on older GPUs)
+    device: str = "auto"  # auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps
     threads: int | None = None  # CPU threads for torch; None: torch's default
     dry_run: bool = False  # a few steps per epoch and small evaluations, for smoke tests
     data_dir: str | None = None  # MNIST folder; None: $DIGITREC_DATA or the user cache
@@ -111,15 +117,69 @@ class TrainConfig:
             (self.threads is None or self.threads <= cpu_cores(),
              f"--threads {self.threads}: this machine has {cpu_cores()} CPU cores, and more threads than cores "
              "only wait for each other"),
+            (bool(DEVICE_NAME.fullmatch(str(self.device))),
+             f"--device must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
 
 
-def bf16_native() -> bool:
-    """True where bfloat16 matrix maths is done in hardware (AMX or AVX512-BF16 CPUs, recent GPUs)."""
-    if torch.cuda.is_available():
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """The torch device for `--device NAME`; `auto` takes CUDA, then Apple's MPS, then the CPU.
+
+    With several processes on a machine, `cuda` means the GPU of this process's local rank.
+
+    >>> resolve_device("auto")      # on a machine without a GPU
+    device(type='cpu')
+    """
+    if not DEVICE_NAME.fullmatch(name):
+        raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps (got {name!r})")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = "this torch was built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise UsageError(f"--device {name}: CUDA is not available here ({built}); use --device cpu or auto")
+        index = int(name.split(":")[1]) if ":" in name else local_rank
+        if index >= torch.cuda.device_count():
+            each = "" if ":" in name else f"; process {local_rank} on this machine takes GPU {local_rank}"
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"numbered from 0{each}")
+        return torch.device("cuda", index)
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: Apple's Metal (MPS) is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_precision(device: torch.device, bf16: bool | None) -> str:
+    """'bf16', 'fp16' or 'fp32' autocast for training on `device`; `bf16` forces bf16 on or off.
+
+    Automatic: bf16 where the device does it in hardware; fp16 (with a gradient scaler) on CUDA
+    GPUs without bf16; else float32 (MPS included: its mixed precision is not tested here).
+    """
+    if bf16 is not None:
+        return "bf16" if bf16 else "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device.type == "cpu" and bf16_native(device) else "fp32"
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context the forward passes run in (a null context for float32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def bf16_native(device: torch.device | None = None) -> bool:
+    """True where bfloat16 matrix maths is done in hardware (AMX or AVX512-BF16 CPUs, recent GPUs).
+
+    `device` None asks about the GPU where there is one, else the CPU."""
+    if (device is None or device.type == "cuda") and torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
@@ -151,11 +211,14 @@ def split_train_val(mnist: MNIST, val_split: int) -> tuple[torch.Tensor, ...]:
     return images[tr], labels[tr], images[va], labels[va]
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device = torch.device("cpu")):
+    """AdamW: torch's fused kernel on CUDA; on other devices our own, which starts two seconds sooner."""
     # Decay conv and linear weights only; biases and batch-norm scales stay free.
     decay = [p for p in model.parameters() if p.dim() > 1]
     rest = [p for p in model.parameters() if p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if device.type == "cuda":
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
     return AdamW(groups, lr=cfg.lr)
 
 
@@ -250,9 +313,9 @@ def save_epoch(out: Path, model: torch.nn.Module, opt: AdamW, meta: dict, histor
     """
     epoch = int(meta["epoch"])
     files = {
-        STATE: st_save({k: v.detach().contiguous() for k, v in optimizer_tensors(opt).items()},
+        STATE: st_save({k: v.detach().cpu().contiguous() for k, v in optimizer_tensors(opt).items()},
                        metadata={"epoch": str(epoch)}),
-        WEIGHTS: st_save({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+        WEIGHTS: st_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                          metadata={"epoch": str(epoch)}),
         META: (json.dumps({"format": FORMAT, **meta}, indent=2) + "\n").encode(),
         HISTORY: history_bytes(history),
@@ -336,9 +399,10 @@ def remove_stray_files(out: Path) -> None:
             shutil.rmtree(stray, ignore_errors=True)
 
 
-def run_header(cfg: TrainConfig, use_bf16: bool) -> list[str]:
+def run_header(cfg: TrainConfig, device: torch.device, precision: str) -> list[str]:
     """The first lines of a run: the config as resolved, a busy machine, what the losses measure."""
-    resolved = {**asdict(cfg), "bf16": use_bf16, "threads": torch.get_num_threads(),
+    resolved = {**asdict(cfg), "bf16": precision == "bf16", "device": str(device), "precision": precision,
+                "threads": torch.get_num_threads(),
                 "data_dir": str(resolve_data_dir(cfg.data_dir))}
     lines = ["config: " + " ".join(f"{k}={v}" for k, v in resolved.items())]
     try:
@@ -395,40 +459,85 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
         log: Callable[[str], None] = print, progress: bool | None = None) -> dict:
     """Train `cfg.model` on MNIST into the folder `out` and return the final metrics.
 
-    With resume=True, the config saved in `out` is used (only `cfg.data_dir` and `cfg.threads`, where
-    set, replace the saved ones), and training continues after the last completed epoch. `progress` shows a progress bar (None: on a terminal).
-    A training that stops before its first epoch is saved removes the folders it created.
+    With resume=True, the config saved in `out` is used (only `cfg.data_dir`, `cfg.threads` and
+    `cfg.device`, where set, replace the saved ones), and training continues after the last completed
+    epoch. `progress` shows a progress bar (None: on a terminal). Started by torchrun, every process
+    calls this; rank 0 alone reads and writes `out` and logs. A training that stops before its first
+    epoch is saved removes the folders it created.
     """
-    out = Path(out)
-    meta = None
-    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    out, procs = Path(out), PROCESSES
+    created = [p for p in (out, *out.parents) if not p.exists()] if procs.master else []  # deepest first
+    distributed.start(procs)
+    try:
+        with contextlib.ExitStack() as held:
+            error = meta = None
+            if procs.master:
+                try:
+                    cfg, meta = _open_run(cfg, out, resume, overwrite, held)
+                except UsageError as e:
+                    error = str(e)
+            cfg, meta, error = distributed.broadcast(procs, (cfg, meta, error))
+            if error:
+                raise distributed.quiet(UsageError(error))
+            try:
+                summary = _fit(cfg, out, meta, log if procs.master else (lambda s: None), progress, procs)
+                distributed.barrier(procs)
+                return summary
+            except (RuntimeError, ConnectionError) as e:
+                if procs.world_size == 1 or not _collective_failed(e):
+                    raise
+                raise distributed.peer_lost(procs, out, e) from None
+    except BaseException:
+        if created:
+            _remove_unsaved(out, created)
+        raise
+    finally:
+        distributed.stop(procs)
+
+
+def _remove_unsaved(out: Path, created: list[Path]) -> None:
+    """Remove the folders a training created, if it stopped before saving its first epoch."""
+    if (out / META).exists() or complete_epochs(out):
+        return
+    remove_stray_files(out)
+    shutil.rmtree(out / RESUME, ignore_errors=True)  # holds no complete epoch
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # holds something not ours: keep it, and the folders above it
+            break
+
+
+def _collective_failed(e: Exception) -> bool:
+    """True for the errors a process group gives when another rank has gone."""
+    import torch.distributed as dist
+
+    return isinstance(e, (dist.DistError, ConnectionError)) or any(
+        w in str(e) for w in ("Connection closed", "Connection reset", "Broken pipe", "gloo", "NCCL"))
+
+
+def _open_run(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool,
+              held: contextlib.ExitStack) -> tuple[TrainConfig, dict | None]:
+    """Check the options, lock `out` (held until `held` closes), then read or prepare it."""
     if resume:
         if not out.is_dir():
             raise UsageError(f"--resume: {out} is not a directory")
     else:
         cfg.validate()
+        resolve_device(cfg.device)
         writable_dir(out, "the run")
-    try:
-        with exclusive(out):
-            if resume:  # read only now that no other process writes here
-                remove_stray_files(out)
-                saved, meta = load_resume(out)
-                saved.data_dir, saved.threads = cfg.data_dir or saved.data_dir, cfg.threads or saved.threads
-                cfg = saved
-                cfg.validate()
-            else:
-                prepare_out_dir(out, overwrite)
-            return _fit(cfg, out, meta, log, progress)
-    except BaseException:
-        if created and not (out / META).exists() and not complete_epochs(out):
-            remove_stray_files(out)
-            shutil.rmtree(out / RESUME, ignore_errors=True)  # holds no complete epoch
-            for folder in created:
-                try:
-                    folder.rmdir()
-                except OSError:  # holds something not ours: keep it, and the folders above it
-                    break
-        raise
+    held.enter_context(exclusive(out))
+    # Read or deleted only now that no other process writes here.
+    if resume:
+        remove_stray_files(out)
+        saved, meta = load_resume(out)
+        saved.data_dir, saved.threads = cfg.data_dir or saved.data_dir, cfg.threads or saved.threads
+        saved.device = cfg.device if cfg.device != "auto" else saved.device
+        saved.validate()
+        resolve_device(saved.device)  # a device that is not here stops the run before it starts
+        return saved, meta
+    prepare_out_dir(out, overwrite)
+    return cfg, None
 
 
 @contextlib.contextmanager
@@ -451,77 +560,109 @@ def exclusive(out: Path):
         os.close(fd)
 
 
-def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], None], progress: bool | None) -> dict:
+def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], None], progress: bool | None,
+         procs: Processes = Processes()) -> dict:
+    # Device, precision and processes, decided once: the loop below has no branch on any of them.
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    use_bf16 = bf16_native() if cfg.bf16 is None else cfg.bf16
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    device = resolve_device(cfg.device, procs.local_rank)
+    precision = resolve_precision(device, cfg.bf16)
+    autocast = autocast_for(device, precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients would underflow
+    rank, world = procs.rank, procs.world_size
+    if cfg.batch_size // world < 2:
+        raise distributed.quiet(UsageError(
+            f"--batch-size {cfg.batch_size} shares out fewer than 2 images to each of {world} processes; "
+            f"batch norm needs 2: use --batch-size {2 * world} or more, or fewer processes"))
 
     mnist = load_mnist(cfg.data_dir)
     train_x, train_y, val_x, val_y = split_train_val(mnist, cfg.val_split)
+    train_x, train_y = train_x.to(device), train_y.to(device)  # the whole of MNIST fits in any GPU
     eval_n = DRY_RUN_EVAL if cfg.dry_run else None
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model).to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, cfg)
-    # A last batch of a single image is left out: batch norm cannot normalise one value per channel.
-    steps_per_epoch = len(train_y) // cfg.batch_size + (len(train_y) % cfg.batch_size > 1)
+    model = create_model(cfg.model).to(device, memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg, device)
+    # Every rank's share of a batch needs 2 images for batch norm: a shorter last batch is left out.
+    steps_per_epoch = len(train_y) // cfg.batch_size + (len(train_y) % cfg.batch_size >= 2 * world)
     if cfg.dry_run:
         steps_per_epoch = min(steps_per_epoch, DRY_RUN_STEPS)
     total_steps = cfg.epochs * steps_per_epoch
 
     history: list[dict] = []
     start_epoch = 0
-    if meta is not None:
+    if procs.master and meta is not None:
         start_epoch, history = restore(out, model, opt, meta)
         log(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
-    for line in run_header(cfg, use_bf16):
+    if world > 1:  # the other ranks start from the master's weights and optimiser state
+        start_epoch, history, weights, state = distributed.broadcast(procs, (
+            start_epoch, history, {k: v.cpu() for k, v in model.state_dict().items()},
+            {k: v.cpu() for k, v in optimizer_tensors(opt).items()}))
+        if not procs.master:
+            model.load_state_dict(weights)
+            if state:
+                load_optimizer_tensors(opt, state)
+    trainer = distributed.wrap(procs, model, device)
+    show_bar = progress if procs.master else False
+    for line in run_header(cfg, device, precision):
         log(line)
-    log(f"{len(train_y)} training and {len(val_y)} validation images; "
-        f"{'bf16 autocast' if use_bf16 else 'float32'}; {torch.get_num_threads()} threads")
+    log(f"{len(train_y)} training and {len(val_y)} validation images; {device} ({precision}); "
+        f"{world} process{'es' if world > 1 else ''} x {torch.get_num_threads()} "
+        f"thread{'s' if torch.get_num_threads() > 1 else ''}; "
+        f"optimiser {'torch fused AdamW' if isinstance(opt, torch.optim.Optimizer) else 'digitrec AdamW'}")
 
     def describe(epoch: int, metrics: dict) -> dict:
         return {"architecture": cfg.model, "config": asdict(cfg), "epoch": epoch, "metrics": metrics,
                 "train_sha256": mnist.train_sha256, "digitrec_version": __version__,
+                "device": str(device), "precision": precision, "world_size": world,
                 "saved": datetime.now().isoformat(timespec="seconds")}
 
     for epoch in range(start_epoch, cfg.epochs):
-        # Every epoch draws from its own seeds, so a resumed run repeats exactly what it missed.
+        # Every epoch draws from its own seeds, so a resumed run repeats exactly what it missed. All
+        # ranks share the permutation; each has its own dropout and distortions.
         epoch_seed = cfg.seed * 100_003 + epoch
-        torch.manual_seed(epoch_seed)
-        g = torch.Generator().manual_seed(epoch_seed)
-        order = torch.randperm(len(train_y), generator=g)
+        torch.manual_seed(epoch_seed + RANK_SEED_STRIDE * rank)
+        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(epoch_seed)).to(device)
+        g = torch.Generator(device).manual_seed(epoch_seed + RANK_SEED_STRIDE * rank)
         model.train()
         t0 = time.perf_counter()
         loss_sum = correct = seen = 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
-                   disable=(not progress) if progress is not None else None, dynamic_ncols=True)
+                   disable=(not show_bar) if show_bar is not None else None, dynamic_ncols=True)
         for step in bar:
             lr = lr_at(cfg, (epoch * steps_per_epoch + step) / total_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = as_batch(train_x[idx])  # (B, 1, 28, 28) float in [0, 1]
+            batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            idx = batch.tensor_split(world)[rank]  # this rank's disjoint share of the global batch
+            x = as_batch(train_x[idx])  # (b, 1, 28, 28) float in [0, 1]
             y = train_y[idx]
             if cfg.augment:
                 x = augment_batch(x, g).contiguous(memory_format=torch.channels_last)
             with autocast:
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                logits = trainer(x)
+            # Summed over this share, divided by the global batch: DDP's mean over ranks then gives
+            # the gradient of the global batch's mean loss, however the batch was shared out.
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing,
+                                   reduction="sum") * (world / len(batch))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss.item() * len(batch) / world
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}",
-                            img_s=f"{seen / elapsed:.0f}", refresh=False)
+                            img_s=f"{seen * world / elapsed:.0f}", refresh=False)
         bar.close()
+        loss_sum, correct, seen = distributed.total(procs, [loss_sum, correct, seen])
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": "", "val_accuracy": "", "lr": lr, "seconds": round(seconds, 3)}
+        if not procs.master:
+            continue
         if len(val_y):
             val = evaluate_model(model, val_x[:eval_n, 0], val_y[:eval_n].numpy())
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
@@ -531,6 +672,8 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
         log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%}  "
             f"{val_text}{seconds:.1f}s ({seen / seconds:.0f} img/s)")
 
+    if not procs.master:
+        return {}
     # Calibrate on the validation images (never the test set): a temperature for the probabilities.
     temperature = None
     if len(val_y):
@@ -541,7 +684,8 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
     summary = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_n": test["n"],
                "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"],
                "train_seconds": round(sum(float(r["seconds"]) for r in history), 3), "epochs": cfg.epochs,
-               "model": cfg.model, "temperature": temperature, "dry_run": cfg.dry_run}
+               "model": cfg.model, "temperature": temperature, "dry_run": cfg.dry_run,
+               "device": str(device), "precision": precision, "world_size": world}
     final = describe(cfg.epochs, {**{k: v for k, v in last.items() if k != "epoch"},
                                   "test_accuracy": test["accuracy"], "test_loss": test["loss"]})
     finish_run(out, model, {**final, "temperature": temperature}, {**summary, "test": test})
