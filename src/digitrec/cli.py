@@ -183,6 +183,58 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_learn(args) -> int:
+    from digitrec.learn import Store
+
+    store = Store()
+    if args.action == "add":
+        return learn_add(store, args)
+    if args.action == "list":
+        counts, sources = store.counts(), store.sources()
+        total = sum(counts.values())
+        print(f"{total} sample{'s' if total != 1 else ''} in {store.path}")
+        if total:
+            print("digit:   " + " ".join(f"{d:>4}" for d in range(10)))
+            print("samples: " + " ".join(f"{counts.get(d, 0):>4}" for d in range(10)))
+            print("from: " + ", ".join(f"{src} ({n})" for src, n in sources.items()))
+            if args.all:
+                for s in store.samples():
+                    read = "" if s.predicted is None or s.predicted == s.label else f" (read as {s.predicted})"
+                    print(f"#{s.id}  {s.label}{read}  {s.source}  {s.created}")
+        return 0
+    if args.action == "remove":
+        n = store.remove(args.ids)
+        print(f"removed {n} sample{'s' if n != 1 else ''}; {len(store)} left")
+        return 0
+    if args.action == "reset":
+        n = store.reset()
+        print(f"removed all {n} samples from {store.path}")
+        return 0
+    from digitrec.learn import FitConfig, fit
+
+    fit(store, FitConfig(base=args.base, epochs=args.epochs, threads=args.threads, data_dir=args.data_dir,
+                         seed=args.seed))
+    return 0
+
+
+def learn_add(store, args) -> int:
+    from digitrec.images import load_image
+    from digitrec.learn import parse_text, samples_from_reading
+    from digitrec.recognize import load
+
+    labels = parse_text(args.text)
+    rec = load(args.model, threads=1)
+    samples = []
+    for name in args.images:  # every picture is checked before anything is stored
+        picture = load_image(name)
+        samples += samples_from_reading(picture, rec.read(picture), labels, name)
+    store.add(samples)
+    fixed = sum(s.predicted != s.label for s in samples)
+    print(f"stored {len(samples)} sample{'s' if len(samples) != 1 else ''} ({fixed} corrected, "
+          f"{len(samples) - fixed} confirmed); {len(store)} in all")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from digitrec.demo import make_demo
 
@@ -312,6 +364,31 @@ def build_parser() -> Parser:
     p.add_argument("--model", metavar="RUN_DIR", help="run directory (default: the bundled model)")
     add_backend_option(p)
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("learn", help="learn your handwriting: store corrected digits, fine-tune a personal model",
+                       description="Samples of your own digits (corrected or confirmed readings) are kept in "
+                                   "$DIGITREC_HOME (default: your user data folder). `learn fit` fine-tunes a "
+                                   "personal model on them, which predict, draw and serve then read with.")
+    learn = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
+    q = learn.add_parser("add", help="read pictures and store their digits with the right labels")
+    q.add_argument("images", nargs="+", metavar="IMAGE", help="pictures of digits, each holding the digits of --text")
+    q.add_argument("--text", required=True, help="the right digits of each picture, in reading order, e.g. 3141")
+    q.add_argument("--model", metavar="RUN_DIR", help="model that finds and reads the digits (default: personal, else bundled)")
+    q = learn.add_parser("list", help="how many samples of each digit, and where they came from")
+    q.add_argument("--all", action="store_true", help="also one line per sample, with its id")
+    q = learn.add_parser("remove", help="delete samples by id (see learn list --all)")
+    q.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
+    learn.add_parser("reset", help="delete every sample")
+    q = learn.add_parser("fit", help="fine-tune a personal model on the samples, with MNIST replay",
+                         description="Fine-tune the base model on your samples mixed with MNIST training digits "
+                                     "(so it does not forget), calibrate it on MNIST validation digits, and write "
+                                     "the run directory `personal` in the data folder.")
+    q.add_argument("--base", metavar="RUN_DIR", default="bundled", help="model to start from (default: bundled)")
+    q.add_argument("--epochs", type=positive_int, help="passes over the samples' augmented copies (default 1)")
+    q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    q.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    q.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
+    p.set_defaults(handler=cmd_learn)
 
     p = sub.add_parser("demo", help="a short video of the model reading digits as they are written",
                        description="Render a video (about 17 s): a number written stroke by stroke and read live, "

@@ -69,10 +69,11 @@ def run(model: str | None = None, backend: str = "auto") -> None:
 
 
 def _load(model: str | None, backend: str):
-    from digitrec.export import BUNDLED_DIR, ONNX
+    from digitrec.export import ONNX
+    from digitrec.home import resolve_model
     from digitrec.recognize import load
 
-    if backend == "torch" or not ((BUNDLED_DIR if model is None else Path(model)) / ONNX).is_file():
+    if backend == "torch" or not (resolve_model(model) / ONNX).is_file():
         _preload_torch()  # torch is the runtime: load its libraries without freezing the window
     # A few 28x28 digits gain nothing from parallel kernels, and idle cores keep the window smooth.
     return load(model, backend=backend, threads=1)
