@@ -26,6 +26,7 @@ from digitrec.models import Ensemble, TemperatureScaled, create_model
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
+ONNX_NAME = "model.onnx"  # the exported graph beside the weights (export.ONNX)
 FORMAT = 1
 ENSEMBLE = "ensemble"  # architecture name of a checkpoint that combines several trained models
 
