@@ -230,7 +230,7 @@ def samples_from_reading(picture, reading, labels: list[int], source: str) -> li
 STEPS_PER_EPOCH = 100  # optimiser steps in one --epochs unit; ~25 s on two laptop cores for the bundled model
 PERSONAL_BATCH = 48  # the user's samples per step (drawn again and again, each time freshly distorted)
 REPLAY_BATCH = 48  # MNIST training digits per step, so that the model does not forget how others write
-FIT_LR = 3e-4  # peak learning rate: a tenth of training from scratch, as the weights are already good
+FIT_LR = 1e-3  # peak learning rate: a quarter of training from scratch, as the weights are already good
 CHECK_DIGITS = 2000  # MNIST test digits read before and after, and validation digits calibrated on
 HOLDOUT_EVERY = 5  # every 5th sample of each digit is held out, to show what the fit does to unseen ones
 
