@@ -239,6 +239,7 @@ HOLDOUT_EVERY = 5  # every 5th sample of each digit is held out, to show what th
 class FitConfig:
     base: str | None = "bundled"  # model to start from: a run directory, "bundled" or "personal"
     epochs: int | None = None  # units of STEPS_PER_EPOCH steps; None: 1
+    steps: int | None = None  # optimiser steps, in place of epochs (short fits for tests)
     holdout: bool = True  # keep every HOLDOUT_EVERY-th sample of each digit out of training, to measure on
     seed: int = 0  # seeds sampling, distortions and replay
     threads: int | None = None  # CPU threads for torch; None: torch's default
@@ -283,9 +284,9 @@ def fit(store: Store, cfg: FitConfig = FitConfig(), log=print) -> dict:
     samples = store.samples()
     if not samples:
         raise UsageError(f"no samples in {store.path} to learn from; add some with: digitrec learn add IMAGE --text DIGITS")
-    epochs = cfg.epochs or 1
-    if epochs < 1:
-        raise UsageError(f"--epochs must be at least 1 (got {epochs})")
+    steps = cfg.steps or (cfg.epochs or 1) * STEPS_PER_EPOCH
+    if steps < 1 or (cfg.epochs is not None and cfg.epochs < 1):
+        raise UsageError(f"--epochs must be at least 1 (got {cfg.epochs})")
     base_dir = resolve_run_dir(cfg.base)
     out = Path(cfg.out) if cfg.out else home() / "personal"
     if out.resolve() == base_dir.resolve():
@@ -312,7 +313,7 @@ def fit(store: Store, cfg: FitConfig = FitConfig(), log=print) -> dict:
 
     before = {"samples": accuracy(held_x, held_y), "mnist": accuracy(check_x, check_y)}
     log(f"fine-tuning {base_dir} on {len(train)} samples ({len(held)} held out) with MNIST replay: "
-        f"{epochs * STEPS_PER_EPOCH} steps, {torch.get_num_threads()} threads")
+        f"{steps} steps, {torch.get_num_threads()} threads")
 
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -320,7 +321,6 @@ def fit(store: Store, cfg: FitConfig = FitConfig(), log=print) -> dict:
     py = torch.tensor([s.label for s in train])
     net.eval()  # frozen batch norm and no dropout: the features stay those MNIST taught
     opt = torch.optim.AdamW(net.parameters(), lr=FIT_LR, weight_decay=0.0)
-    steps = epochs * STEPS_PER_EPOCH
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = FIT_LR * 0.5 * (1 + np.cos(np.pi * step / steps))  # cosine to zero
