@@ -228,7 +228,10 @@ def learn_add(store, args) -> int:
     rec = load(args.model, threads=1)
     samples = []
     for name in args.images:  # every picture is checked before anything is stored
-        picture = load_image(name)
+        try:
+            picture = load_image(name)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}; nothing stored") from None
         samples += samples_from_reading(picture, rec.read(picture), labels, name)
     store.add(samples)
     fixed = sum(s.predicted != s.label for s in samples)
@@ -249,7 +252,10 @@ def cmd_explain(args) -> int:
         raise UsageError(f"--out {out}: give a folder when explaining several pictures")
     rec = Recognizer.from_checkpoint(args.model)  # torch: gradients and feature maps need the module
     for name in args.images:
-        picture = load_image(name)
+        try:
+            picture = load_image(name)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}") from None
         reading = rec.read(picture)
         if out is None:
             target = Path("explain.png") if len(args.images) == 1 else Path(f"{Path(name).stem}-explain.png")
@@ -258,7 +264,10 @@ def cmd_explain(args) -> int:
         else:
             out.mkdir(parents=True, exist_ok=True)
             target = out / f"{Path(name).stem}-explain.png"
-        write_figure(target, picture, reading, rec)
+        try:
+            write_figure(target, picture, reading, rec)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}") from None
         print(f"{name}: {reading.describe()}; figure written to {target}")
     return 0
 
