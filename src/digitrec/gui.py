@@ -127,6 +127,8 @@ class App:
         self.signalled = None  # the signal that asked the window to close
         self.background = None  # (PhotoImage, view) of an opened picture on the canvas
         self.loaded = False
+        self.store = None  # the sample store, opened at the first correction
+        self.seen_key = self.seen_images = None  # the digit shown under "what the model saw", and its Tk images
         self._styles()
         self._build()
         self._bind()
@@ -330,7 +332,7 @@ class App:
         x, y, w, h = digit.box
         crop = np.asarray(self.drawing.sheet().render())[y:y + h, x:x + w]
         try:
-            store = self.store = getattr(self, "store", None) or Store()
+            self.store = store = self.store or Store()
             store.add([Sample(label, digit.image, "draw", crop, digit.label)])
             total = len(store)
         except UsageError as e:
@@ -516,10 +518,10 @@ class App:
         c, px = self.seen, self.px
         if focus is None or self.drawing.empty:
             c.delete("all")
-            self.seen_images = None
+            self.seen_key = self.seen_images = None
             return
         key = (focus.box, focus.image.tobytes())
-        if getattr(self, "seen_key", None) == key:
+        if self.seen_key == key:
             return
         import numpy as np
 
