@@ -17,6 +17,7 @@ from digitrec.errors import UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+LIST_SOURCES = 5  # sources named by `learn list`, the commonest first
 
 
 class Parser(argparse.ArgumentParser):
@@ -198,7 +199,10 @@ def cmd_learn(args) -> int:
         if total:
             print("digit:   " + " ".join(f"{d:>4}" for d in range(10)))
             print("samples: " + " ".join(f"{counts.get(d, 0):>4}" for d in range(10)))
-            print("from: " + ", ".join(f"{src} ({n})" for src, n in sources.items()))
+            shown = list(sources.items())[:LIST_SOURCES]
+            more = len(sources) - len(shown)
+            print("from: " + ", ".join(f"{src} ({n})" for src, n in shown)
+                  + (f" and {more} more (learn list --all)" if more else ""))
             if args.all:
                 for s in store.samples():
                     read = "" if s.predicted is None or s.predicted == s.label else f" (read as {s.predicted})"
