@@ -274,7 +274,7 @@ def fit(store: Store, cfg: FitConfig = FitConfig(), log=print) -> dict:
 
     from digitrec import __version__
     from digitrec.augment import augment_batch
-    from digitrec.checkpoint import META, ONNX_NAME, load_checkpoint, resolve_run_dir, save_checkpoint
+    from digitrec.checkpoint import ONNX_NAME, load_checkpoint, resolve_run_dir, save_checkpoint
     from digitrec.data import load_mnist, writable_dir
     from digitrec.evaluate import as_batch, fit_temperature, predict_logits
     from digitrec.models import Ensemble, TemperatureScaled
