@@ -37,6 +37,14 @@ def write_mnist(folder: Path, n_train: int = 300, n_test: int = 100, gz: bool = 
     return folder
 
 
+@pytest.fixture(autouse=True)
+def user_home(tmp_path_factory, monkeypatch) -> Path:
+    """A data folder of the test's own: samples and personal models never touch the user's."""
+    folder = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("DIGITREC_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture
 def tiny_mnist(tmp_path) -> Path:
     return write_mnist(tmp_path / "mnist")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import digitrec
-from digitrec import checkpoint, demo
+from digitrec import demo, home
 from digitrec.train import TrainConfig, run
 from conftest import assert_one_line_error, digitrec_cli, need
 from digitrec.errors import UsageError
@@ -104,7 +104,7 @@ def test_bad_output_and_model(tmp_path, capsys, monkeypatch):
     assert_one_line_error(status, err, "cannot write", "file")
     status, _, err = digitrec_cli("demo", "--model", tmp_path / "nope", "--out", tmp_path / "d.gif", capsys=capsys)
     assert_one_line_error(status, err, "nope")
-    monkeypatch.setattr(checkpoint, "BUNDLED_DIR", tmp_path / "weights")
+    monkeypatch.setattr(home, "BUNDLED_DIR", tmp_path / "weights")
     monkeypatch.setattr(demo, "BUNDLED_DIR", tmp_path / "weights")
     status, _, err = digitrec_cli("demo", "--out", tmp_path / "d.gif", capsys=capsys)
     assert_one_line_error(status, err, "no bundled model", "--model")

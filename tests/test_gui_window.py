@@ -202,3 +202,55 @@ def test_a_model_that_cannot_be_loaded_closes_the_window_with_one_line(display, 
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert result.stderr.startswith("digitrec draw: error:") and "missing" in result.stderr
+
+
+def test_a_digit_corrected_in_the_window_is_stored_and_what_the_model_saw_is_shown(display, model_dir, user_home):
+    from digitrec.learn import Store
+
+    model = ["--model", str(model_dir)] if model_dir else []
+    env = {**os.environ, "DISPLAY": display}
+    app = subprocess.Popen([sys.executable, "-m", "digitrec.cli", "draw", *model], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 20
+        while not (found := find_window(env)) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert found, "no window came up"
+        window = Window(display, found, app)
+        window.write("4", seed=2)
+        assert window.wait_title("digitrec — 4", timeout=60) == "digitrec — 4"
+        time.sleep(1)  # the reading of the whole digit, not of a stroke half drawn
+        x, y, w, h = WRITING_BOX
+        before = np.asarray(window.screenshot(ARTIFACTS / "draw-window-seen.png"))
+        # The panel shows the 28x28 input: white strokes on a black square, right of the canvas.
+        panel = before[:, 760:].reshape(-1, 3).astype(int)
+        assert (panel.max(axis=1) < 10).sum() > 3000, "no 28x28 input shown in the panel"
+        assert ((panel[:, 0] > 200) & (panel[:, 2] < 120) & (panel[:, 1] < 200)).sum() > 100, "no saliency map shown"
+
+        # Typing a digit over it stores it with that label; right-clicking it offers the digits to pick.
+        window.xdotool("mousemove", "--window", window.wid, str(x + w // 2), str(y + h // 2))
+        window.keys("9")
+        end = time.monotonic() + 10
+        while len(Store()) < 1 and time.monotonic() < end:
+            time.sleep(0.1)
+        window.xdotool("mousemove", "--window", window.wid, str(x + w // 2), str(y + h // 2), "click", "3")
+        time.sleep(1)
+        window.screenshot(ARTIFACTS / "draw-window-correct-menu.png")
+        menu = window.xdotool("search", "--onlyvisible", "--class", "Menu").split()
+        assert menu, "no menu of digits opened"
+        window.xdotool("key", "--window", menu[-1], "4")
+        end = time.monotonic() + 10
+        while len(Store()) < 2 and time.monotonic() < end:
+            time.sleep(0.1)
+        window.screenshot(ARTIFACTS / "draw-window-corrected.png")
+        samples = Store().samples(with_crops=True)
+        assert [(s.label, s.predicted, s.source) for s in samples] == [(9, 4, "draw"), (4, 4, "draw")]
+        assert samples[0].image.shape == (28, 28) and samples[0].image.max() > 200
+        assert samples[0].crop is not None and samples[0].crop.min() < 50  # the ink of the original drawing
+        window.keys("ctrl+q")
+        out, err = app.communicate(timeout=60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert app.returncode == 0 and err == ""

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, digitrec_cli, write_mnist
-from digitrec import checkpoint, report
+from digitrec import checkpoint, home, report
 from digitrec.data import load_mnist
 from digitrec.train import TrainConfig, run
 
@@ -123,7 +123,7 @@ def test_report_of_the_bundled_model_needs_an_output_folder(tiny_run, tmp_path, 
     for name in FIGURES + ["report", "history"]:
         for f in bundled.glob(f"{name}.*"):
             f.unlink()  # a bundled model ships weights and description only
-    monkeypatch.setattr(checkpoint, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr(home, "BUNDLED_DIR", bundled)
     monkeypatch.setattr(report, "BUNDLED_DIR", bundled)
     status, _, err = digitrec_cli("report", capsys=capsys)
     assert_one_line_error(status, err, "--out")

@@ -198,3 +198,75 @@ def test_a_picture_dropped_on_the_page_is_read(open_page, photo):  # noqa: F811
     expect(page.locator('#upload-text[data-state="done"]')).to_have_text("314159")
     page.locator("#upload").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "web-upload-phone.png", full_page=True)
+
+
+@pytest.fixture(scope="module")
+def learning_server(rec, tmp_path_factory):  # noqa: F811
+    """A server started as `digitrec serve --learn` is, with a sample store of its own."""
+    from digitrec.learn import Store
+
+    store = Store(tmp_path_factory.mktemp("learn") / "samples.sqlite3")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    srv = uvicorn.Server(uvicorn.Config(create_app(rec, learn=store), log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(600):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", store
+    srv.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def test_a_digit_tapped_shows_what_the_model_saw_and_takes_a_correction(browser, learning_server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    url, store = learning_server
+    context = browser.new_context(**DESKTOP)
+    context.set_default_timeout(WAIT_MS)
+    errors = []
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        expect(page.locator("#model-info")).to_contain_text("model ")
+        for stroke in strokes_71(page):
+            draw_with_mouse(page, stroke)
+        assert reading_after(page, 2) == "71"
+        page.locator("#draw-digits li").nth(1).click()
+        inspect = page.locator("#draw-inspect")
+        expect(inspect).to_be_visible()
+        lit = """(args) => {
+            const c = document.querySelector(`#draw-inspect .${args[0]}`);
+            const d = c.getContext("2d").getImageData(0, 0, 28, 28).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) if (args[1] ? d[i] > 200 && d[i + 2] < 150 && d[i + 1] < 200 : d[i] > 150) n++;
+            return n;
+        }"""
+        assert page.evaluate(lit, ["seen-input", False]) > 30  # the strokes of the 1, white on black
+        page.wait_for_function(lit.replace("(args) =>", "() => ((args) =>") + ')(["seen-saliency", true]) > 5')
+        keys = inspect.locator(".keys button")
+        expect(keys).to_have_count(10)
+        page.screenshot(path=ARTIFACTS / "web-inspect.png")
+        keys.nth(7).click()
+        expect(inspect.locator(".fix-status")).to_contain_text("Stored as 7 (read as 1)")
+        page.screenshot(path=ARTIFACTS / "web-corrected.png")
+    finally:
+        context.close()
+    assert errors == []
+    samples = store.samples()
+    assert [(s.label, s.predicted, s.source) for s in samples] == [(7, 1, "web")]
+    assert samples[0].image.shape == (28, 28) and samples[0].image.max() > 200
+
+
+def test_a_server_that_does_not_learn_says_so_instead_of_offering_corrections(open_page):
+    page = open_page(**DESKTOP)
+    for stroke in strokes_71(page):
+        draw_with_mouse(page, stroke)
+    assert reading_after(page, 2) == "71"
+    page.locator("#draw-digits li").first.click()
+    expect(page.locator("#draw-inspect")).to_be_visible()
+    expect(page.locator("#draw-inspect .fix")).to_be_hidden()
+    expect(page.locator("#draw-inspect .fix-status")).to_contain_text("--learn")

@@ -21,12 +21,13 @@ from safetensors.torch import save as st_save
 
 from digitrec.data import atomic_write_bytes
 from digitrec.errors import UsageError
+from digitrec.home import BUNDLED_DIR, resolve_model
 from digitrec.models import Ensemble, TemperatureScaled, create_model
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
+ONNX_NAME = "model.onnx"  # the exported graph beside the weights (export.ONNX)
 FORMAT = 1
-BUNDLED_DIR = Path(__file__).parent / "weights"
 ENSEMBLE = "ensemble"  # architecture name of a checkpoint that combines several trained models
 
 
@@ -83,17 +84,9 @@ def save_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module, meta: di
 
 
 def resolve_run_dir(run_dir: str | os.PathLike | None) -> Path:
-    """The run folder to load; None means the pretrained model shipped with the package."""
-    if run_dir is None:
-        if not (BUNDLED_DIR / META).is_file():
-            raise UsageError("this installation has no bundled model; give a run directory")
-        return BUNDLED_DIR
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: no such run directory")
-    if not (run_dir / META).is_file():
-        raise UsageError(f"{run_dir}: no checkpoint here (no {META}); is it a run directory?")
-    return run_dir
+    """The run folder to load: a path, or "bundled" / "personal"; None is the personal model where
+    one exists, else the pretrained model shipped with the package (see home.resolve_model)."""
+    return resolve_model(run_dir)
 
 
 def build_model(meta: dict, where: Path) -> torch.nn.Module:

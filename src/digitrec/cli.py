@@ -19,6 +19,7 @@ from digitrec.errors import UsageError
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_CLOSED_PIPE = 141  # what a shell reports for `cat` stopped by a closed pipe (128 + SIGPIPE)
+LIST_SOURCES = 5  # sources named by `learn list`, the commonest first
 
 
 class Parser(argparse.ArgumentParser):
@@ -193,7 +194,14 @@ def cmd_predict(args) -> int:
     if output is not None:
         todo = [t for t in tasks if t.name not in output.done]
         skipped, tasks = len(tasks) - len(todo), todo
-    options = ReadOptions(model=args.model, backend=args.backend, top_k=args.top_k)
+    from digitrec.checkpoint import META
+    from digitrec.home import model_name, read_meta, resolve_model
+
+    where = resolve_model(args.model)  # once: every worker reads with the same model
+    name = model_name(where, read_meta(where / META))
+    if args.model is None and name.startswith("personal"):
+        print(f"digitrec predict: model: {name} (--model bundled reads without it)", file=sys.stderr)
+    options = ReadOptions(model=str(where), backend=args.backend, top_k=args.top_k)
     failed = output is not None and output.errors > 0
     bar = progress_bar(len(tasks))
 
@@ -235,6 +243,96 @@ def predict_on_cluster(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_learn(args) -> int:
+    from digitrec.learn import Store
+
+    store = Store()
+    if args.action == "add":
+        return learn_add(store, args)
+    if args.action == "list":
+        counts, sources = store.counts(), store.sources()
+        total = sum(counts.values())
+        print(f"{total} sample{'s' if total != 1 else ''} in {store.path}")
+        if total:
+            print("digit:   " + " ".join(f"{d:>4}" for d in range(10)))
+            print("samples: " + " ".join(f"{counts.get(d, 0):>4}" for d in range(10)))
+            shown = list(sources.items())[:LIST_SOURCES]
+            more = len(sources) - len(shown)
+            print("from: " + ", ".join(f"{src} ({n})" for src, n in shown)
+                  + (f" and {more} more (learn list --all)" if more else ""))
+            if args.all:
+                for s in store.samples():
+                    read = "" if s.predicted is None or s.predicted == s.label else f" (read as {s.predicted})"
+                    print(f"#{s.id}  {s.label}{read}  {s.source}  {s.created}")
+        return 0
+    if args.action == "remove":
+        n = store.remove(args.ids)
+        print(f"removed {n} sample{'s' if n != 1 else ''}; {len(store)} left")
+        return 0
+    if args.action == "reset":
+        n = store.reset()
+        print(f"removed all {n} samples from {store.path}")
+        return 0
+    from digitrec.learn import FitConfig, fit
+
+    fit(store, FitConfig(base=args.base, epochs=args.epochs, threads=args.threads, data_dir=args.data_dir,
+                         seed=args.seed, holdout=args.holdout))
+    return 0
+
+
+def learn_add(store, args) -> int:
+    from digitrec.images import load_image
+    from digitrec.learn import parse_text, samples_from_reading
+    from digitrec.recognize import load
+
+    labels = parse_text(args.text)
+    rec = load(args.model, threads=1)
+    samples = []
+    for name in args.images:  # every picture is checked before anything is stored
+        try:
+            picture = load_image(name)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}; nothing stored") from None
+        samples += samples_from_reading(picture, rec.read(picture), labels, name)
+    store.add(samples)
+    fixed = sum(s.predicted != s.label for s in samples)
+    print(f"stored {len(samples)} sample{'s' if len(samples) != 1 else ''} ({fixed} corrected, "
+          f"{len(samples) - fixed} confirmed); {len(store)} in all")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from pathlib import Path
+
+    from digitrec.explain import write_figure
+    from digitrec.images import load_image
+    from digitrec.recognize import Recognizer
+
+    out = Path(args.out) if args.out else None
+    if len(args.images) > 1 and out is not None and out.suffix.lower() == ".png":
+        raise UsageError(f"--out {out}: give a folder when explaining several pictures")
+    rec = Recognizer.from_checkpoint(args.model)  # torch: gradients and feature maps need the module
+    for name in args.images:
+        try:
+            picture = load_image(name)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}") from None
+        reading = rec.read(picture)
+        if out is None:
+            target = Path("explain.png") if len(args.images) == 1 else Path(f"{Path(name).stem}-explain.png")
+        elif out.suffix.lower() == ".png":
+            target = out
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            target = out / f"{Path(name).stem}-explain.png"
+        try:
+            write_figure(target, picture, reading, rec)
+        except UsageError as e:
+            raise UsageError(f"{name}: {e}") from None
+        print(f"{name}: {reading.describe()}; figure written to {target}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from digitrec.demo import make_demo
 
@@ -262,10 +360,17 @@ def cmd_serve(args) -> int:
         rec = load(args.model, backend=args.backend, threads=1)
         limits = {key: round(value * 1e6) for key, value in (("max_upload_bytes", args.max_upload_mb),
                                                               ("max_pixels", args.max_megapixels)) if value}
-        app = create_app(rec, workers=args.workers, **limits)
+        store = None
+        if args.learn:
+            from digitrec.learn import Store
+
+            store = Store()
+            store.counts()  # a corrupt or locked store is refused now, not at the first correction
+        app = create_app(rec, workers=args.workers, **limits, learn=store)
         host, port = sock.getsockname()[:2]
         accuracy = rec.meta.get("metrics", {}).get("test_accuracy")
-        about = f"model {rec.meta.get('architecture', '?')}" + (f", {accuracy:.2%} on MNIST's test set" if accuracy else "")
+        about = f"model {rec.name or rec.meta.get('architecture', '?')}" + (f", {accuracy:.2%} on MNIST's test set" if accuracy else "")
+        about += f"; storing corrections in {store.path}" if store is not None else ""
         print(f"digitrec serve: {about}; open http://{f'[{host}]' if ':' in host else host}:{port}/ "
               "(API docs at /docs); Ctrl-C stops", flush=True)
         if not ipaddress.ip_address(host).is_loopback:
@@ -358,7 +463,7 @@ def build_parser() -> Parser:
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy, per-class figures and confusion matrix of a model")
-    p.add_argument("run_dir", nargs="?", help="run directory (default: the bundled model)")
+    p.add_argument("run_dir", nargs="?", help="run directory, bundled or personal (default: personal once `learn fit` made it, else bundled)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
     add_device_option(p)
@@ -390,7 +495,7 @@ def build_parser() -> Parser:
     p.add_argument("--annotate", metavar="OUT",
                    help="write copies with boxes and labels drawn: into folder OUT, or to the file OUT for one image")
     p.add_argument("--top-k", type=positive_int, default=3, help="alternatives listed per digit in --json (default 3)")
-    p.add_argument("--model", metavar="RUN_DIR", help="run directory (default: the bundled model)")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory, bundled or personal (default: personal once `learn fit` made it, else bundled)")
     p.add_argument("--jobs", type=positive_int, metavar="N",
                    help="reading processes (default: the cores; one for a few pictures); output stays in input order")
     p.add_argument("--output", metavar="FILE",
@@ -401,6 +506,42 @@ def build_parser() -> Parser:
                         "needs pip install 'digitrec[cluster]'")
     add_backend_option(p)
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("learn", help="learn your handwriting: store corrected digits, fine-tune a personal model",
+                       description="Samples of your own digits (corrected or confirmed readings) are kept in "
+                                   "$DIGITREC_HOME (default: your user data folder). `learn fit` fine-tunes a "
+                                   "personal model on them, which predict, draw and serve then read with.")
+    learn = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
+    q = learn.add_parser("add", help="read pictures and store their digits with the right labels")
+    q.add_argument("images", nargs="+", metavar="IMAGE", help="pictures of digits, each holding the digits of --text")
+    q.add_argument("--text", required=True, help="the right digits of each picture, in reading order, e.g. 3141")
+    q.add_argument("--model", metavar="RUN_DIR", help="model that finds and reads the digits (default: personal, else bundled)")
+    q = learn.add_parser("list", help="how many samples of each digit, and where they came from")
+    q.add_argument("--all", action="store_true", help="also one line per sample, with its id")
+    q = learn.add_parser("remove", help="delete samples by id (see learn list --all)")
+    q.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
+    learn.add_parser("reset", help="delete every sample")
+    q = learn.add_parser("fit", help="fine-tune a personal model on the samples, with MNIST replay",
+                         description="Fine-tune the base model on your samples mixed with MNIST training digits "
+                                     "(so it does not forget), calibrate it on MNIST validation digits, and write "
+                                     "the run directory `personal` in the data folder.")
+    q.add_argument("--base", metavar="RUN_DIR", default="bundled", help="model to start from (default: bundled)")
+    q.add_argument("--epochs", type=positive_int, help="length of the fit, in units of 100 steps of 48 samples and 48 MNIST digits (default 1)")
+    q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    q.add_argument("--holdout", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep every 5th sample of each digit out of training, to show before/after on unseen ones (default: on)")
+    q.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    q.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
+    p.set_defaults(handler=cmd_learn)
+
+    p = sub.add_parser("explain", help="show what the network saw: inputs, saliency maps, feature maps",
+                       description="Read a picture and draw one figure with, for each digit: the crop, the 28x28 "
+                                   "input the model saw, saliency maps of the strokes that decided (occlusion and "
+                                   "gradients), the top-3 probabilities and the feature maps of each convolution.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="pictures of digits")
+    p.add_argument("--out", metavar="PNG_OR_DIR", help="the figure's file (default explain.png), or a folder for several pictures")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory, bundled or personal (default: personal, else bundled)")
+    p.set_defaults(handler=cmd_explain)
 
     p = sub.add_parser("demo", help="a short video of the model reading digits as they are written",
                        description="Render a video (about 17 s): a number written stroke by stroke and read live, "
@@ -414,7 +555,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("draw", help="a window to draw digits in and watch them read live",
                        description="Open a window with a canvas: draw digits with the mouse or a pen and see them "
                                    "read as you draw. Clear, undo, brush size, open an image, save a PNG.")
-    p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory, bundled or personal (default: personal once `learn fit` made it, else bundled)")
     add_backend_option(p)
     p.set_defaults(handler=cmd_draw)
 
@@ -424,7 +565,10 @@ def build_parser() -> Parser:
                                    "unless --host says otherwise.")
     p.add_argument("--host", default="127.0.0.1", metavar="ADDR", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
     p.add_argument("--port", type=int, default=8000, metavar="N", help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory, bundled or personal (default: personal once `learn fit` made it, else bundled)")
+    p.add_argument("--learn", action="store_true",
+                   help="store the corrections sent to POST /api/samples (the page's 'right digit' buttons), "
+                        "for `digitrec learn fit`; off by default, as a shared server should not learn from everyone")
     p.add_argument("--max-upload-mb", type=positive_float, metavar="MB", help="largest picture accepted, in MB (default 10)")
     p.add_argument("--max-megapixels", type=positive_float, metavar="N", help="largest picture accepted, in megapixels (default 40)")
     p.add_argument("--workers", type=positive_int, metavar="N",
@@ -439,7 +583,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("export", help="write a trained model as ONNX, for onnxruntime and fast starts",
                        description="Write the model of a run directory (ensemble and temperature included) as "
                                    "an ONNX graph with any batch size, checked against torch before it is written.")
-    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run directory (default: the bundled model)")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run directory, bundled or personal (default: personal once `learn fit` made it, else bundled)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="file format (default: onnx)")
     p.add_argument("--out", metavar="FILE", help="where to write it (default: RUN_DIR/model.onnx)")
     p.set_defaults(handler=cmd_export)

@@ -24,13 +24,13 @@ from typing import Callable
 import numpy as np
 
 from digitrec.errors import UsageError
+from digitrec.home import read_meta, resolve_model
 
 ONNX = "model.onnx"
 BACKENDS = ("auto", "onnx", "torch")
 OPSET = 17
 PARITY_TOLERANCE = 1e-3  # largest |logit difference| between torch and onnxruntime that export accepts
 # Repeated from checkpoint.py, which imports torch: the ONNX path must not.
-BUNDLED_DIR = Path(__file__).parent / "weights"
 META, WEIGHTS = "model.json", "model.safetensors"
 WEIGHTS_SHA = "weights_sha256"  # key of the ONNX metadata naming the weights it was exported from
 
@@ -145,24 +145,14 @@ def load_logits(run_dir: str | os.PathLike | None = None, backend: str = "auto",
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    where = BUNDLED_DIR if run_dir is None else Path(run_dir)
+    where = resolve_model(run_dir)
     if backend != "torch" and (where / ONNX).is_file() and (where / META).is_file():
         onnx_model = OnnxBackend(where / ONNX, threads)
         if backend == "onnx" or onnx_is_current(where, onnx_model):
-            return onnx_model, _read_meta(where / META)
+            return onnx_model, read_meta(where / META)
     if backend == "onnx":
         raise UsageError(f"{where}: no {ONNX} with a {META} beside it; make one with: digitrec export {where}")
-    return _torch_logits(run_dir, threads)
-
-
-def _read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path}: not a readable JSON checkpoint description ({e})") from None
-    if not isinstance(meta, dict) or "architecture" not in meta:
-        raise UsageError(f"{path}: not a digitrec checkpoint description")
-    return meta
+    return _torch_logits(where, threads)
 
 
 def _torch_logits(run_dir, threads: int | None) -> tuple[Logits, dict]:

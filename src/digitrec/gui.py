@@ -7,6 +7,10 @@ Tk runs in the main thread and never waits for the model: a LiveReader thread (d
 model and does every reading, and a timer picks up its results. Strokes go into a Drawing at the same
 time as onto the screen, and what is read is that drawing, never a screen grab. The window title
 carries the number read ("digitrec — 71"), so that task bars and scripts see it too.
+
+A digit key over a digit, or a right-click on it, stores it with the right label in the sample store
+(learn.py) for `digitrec learn fit`; the panel shows the digit's 28x28 input and what decided its
+reading (explain.occlusion).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ BRUSH, BRUSH_RANGE, BRUSH_STEP = 18, (4, 60), 2  # pen width in pixels: 18 suits
 CANVAS_SIZE, PANEL_WIDTH = (720, 540), 300  # at 96 dpi; larger on denser screens
 IMAGE_TYPES = ("*.png", "*.jpg", "*.jpeg", "*.bmp", "*.tif", "*.tiff", "*.webp", "*.gif")
 DISPLAY_MAX_SIDE = 2560  # an opened picture is shown from a copy no larger than this
+SEEN_SIDE = 84  # the 28x28 input and its saliency map are shown 3x, at 96 dpi
 CLOSE_SECONDS = 30  # once the window is closed, how long to let a model still loading or a reading finish
 
 PAPER, BACKGROUND, BORDER = "#ffffff", "#f3f5f8", "#d6dae0"
@@ -69,10 +74,11 @@ def run(model: str | None = None, backend: str = "auto") -> None:
 
 
 def _load(model: str | None, backend: str):
-    from digitrec.export import BUNDLED_DIR, ONNX
+    from digitrec.export import ONNX
+    from digitrec.home import resolve_model
     from digitrec.recognize import load
 
-    if backend == "torch" or not ((BUNDLED_DIR if model is None else Path(model)) / ONNX).is_file():
+    if backend == "torch" or not (resolve_model(model) / ONNX).is_file():
         _preload_torch()  # torch is the runtime: load its libraries without freezing the window
     # A few 28x28 digits gain nothing from parallel kernels, and idle cores keep the window smooth.
     return load(model, backend=backend, threads=1)
@@ -121,6 +127,8 @@ class App:
         self.signalled = None  # the signal that asked the window to close
         self.background = None  # (PhotoImage, view) of an opened picture on the canvas
         self.loaded = False
+        self.store = None  # the sample store, opened at the first correction
+        self.seen_key = self.seen_images = None  # the digit shown under "what the model saw", and its Tk images
         self._styles()
         self._build()
         self._bind()
@@ -150,8 +158,8 @@ class App:
         root, px = self.root, self.px
         root.title("digitrec")
         cw, ch = self.drawing.canvas_size
-        root.geometry(f"{cw + round((PANEL_WIDTH + 40) * px)}x{ch + round(80 * px)}")
-        root.minsize(round(740 * px), round(600 * px))  # the toolbar and the panel fit
+        root.geometry(f"{cw + round((PANEL_WIDTH + 40) * px)}x{ch + round(170 * px)}")
+        root.minsize(round(740 * px), round(690 * px))  # the toolbar and the panel fit
         root.columnconfigure(0, weight=1)
         root.rowconfigure(1, weight=1)
         pad = round(12 * px)
@@ -190,8 +198,15 @@ class App:
                   command=lambda v: self.set_brush(round(float(v)))).pack(side="left", fill="x", expand=True)
         self.brush_label = ttk.Label(brush, width=6, anchor="e")
         self.brush_label.pack(side="right")
-        help_text = (f"Esc / Delete  clear\n{mod}+Z  undo the last stroke\n[ and ]  brush size\n"
-                     f"{mod}+O  open an image\n{mod}+S  save the drawing\n{mod}+Q  quit")
+        seen = ttk.Frame(panel)
+        seen.grid(row=7, column=0, sticky="new")
+        self.seen_head = ttk.Label(seen, text="WHAT THE MODEL SAW", style="Head.TLabel")
+        self.seen_head.pack(anchor="w", pady=(pad, 4))
+        self.seen = tk.Canvas(seen, width=inner, height=round((SEEN_SIDE + 18) * px), background=BACKGROUND,
+                              highlightthickness=0)
+        self.seen.pack(anchor="w")
+        help_text = (f"Esc clear · {mod}+Z undo · [ ] brush\n{mod}+O open · {mod}+S save · {mod}+Q quit\n"
+                     "0-9 or right-click on a digit: correct it")
         ttk.Label(panel, text=help_text, style="Muted.TLabel", wraplength=inner, justify="left").grid(
             row=8, column=0, sticky="sw", pady=(pad, 0))
         self.model_line = ttk.Label(panel, style="Muted.TLabel", wraplength=inner, justify="left")
@@ -205,6 +220,8 @@ class App:
         c.bind("<B1-Motion>", self._pen_move)
         c.bind("<ButtonRelease-1>", self._pen_up)
         c.bind("<Motion>", self._hover)
+        for button in ("<ButtonPress-3>", "<ButtonPress-2>" if self.mod_name == "Cmd" else "<Control-ButtonPress-1>"):
+            c.bind(button, self._correct_menu)
         c.bind("<Leave>", self._leave)
         c.bind("<Configure>", self._resized)
         for key, action in (("<Escape>", self.clear), ("<Delete>", self.clear), (f"<{mod}-z>", self.undo),
@@ -213,6 +230,9 @@ class App:
                             ("<bracketleft>", lambda: self.set_brush(self.brush.get() - BRUSH_STEP)),
                             ("<bracketright>", lambda: self.set_brush(self.brush.get() + BRUSH_STEP))):
             self.root.bind(key, lambda e, action=action: action())
+        for d in range(10):
+            self.root.bind(f"<Key-{d}>", lambda e, d=d: self.correct_focus(d))
+            self.root.bind(f"<KP_{d}>", lambda e, d=d: self.correct_focus(d))
         self.root.protocol("WM_DELETE_WINDOW", self.close)
 
     # ---------------------------------------------------------------------------------------------
@@ -279,6 +299,48 @@ class App:
 
     def close(self) -> None:
         self.root.destroy()
+
+    # ---------------------------------------------------------------------------------------------
+    # Corrections: a digit read wrong (or right) stored as a sample to learn from
+
+    def _correct_menu(self, e) -> None:
+        r = self.live.reading
+        digit = digit_at(r, self.drawing.view().to_drawing((e.x, e.y))) if r is not None and not self.drawing.empty else None
+        if digit is None:
+            return
+        menu = tk.Menu(self.root, tearoff=False, font=self.fonts["text"])
+        menu.add_command(label="It is…", state="disabled")
+        for d in range(10):
+            # Underlined digits: typing one while the menu is open picks it.
+            menu.add_command(label=f"{d}   (as read)" if d == digit.label else str(d), underline=0,
+                             command=lambda d=d: self.correct(digit, d))
+        menu.tk_popup(e.x_root, e.y_root)
+
+    def correct_focus(self, label: int) -> None:
+        """A digit key: the digit under the cursor (else the one drawn last) is that digit."""
+        if self.live.reading is None or self.drawing.empty:
+            return
+        focus, _ = self._focus()
+        if focus is not None:
+            self.correct(focus, label)
+
+    def correct(self, digit, label: int) -> None:
+        import numpy as np
+
+        from digitrec.learn import Sample, Store
+
+        x, y, w, h = digit.box
+        crop = np.asarray(self.drawing.sheet().render())[y:y + h, x:x + w]
+        try:
+            self.store = store = self.store or Store()
+            store.add([Sample(label, digit.image, "draw", crop, digit.label)])
+            total = len(store)
+        except UsageError as e:
+            messagebox.showerror("digitrec", f"cannot store the correction: {e}", parent=self.root)
+            return
+        what = f"stored {label} (read as {digit.label})" if label != digit.label else f"stored {label} as right"
+        self.note = f"{what}; {total} sample{'s' if total != 1 else ''} to learn from"
+        self._show()
 
     def on_signal(self, signum, frame) -> None:
         self.signalled = signum
@@ -429,7 +491,8 @@ class App:
         if self.loaded and not self.model_line.cget("text"):
             meta = self.reader.recognizer.meta or {}
             accuracy = (meta.get("metrics") or {}).get("test_accuracy")
-            self.model_line.configure(text=f"model: {meta.get('architecture', '?')}" + (
+            name = self.reader.recognizer.name or meta.get("architecture", "?")
+            self.model_line.configure(text=f"model: {name}" + (
                 f"\n{accuracy:.2%} right on MNIST's test digits" if accuracy is not None else ""))
 
     def _status_text(self) -> str:
@@ -448,11 +511,44 @@ class App:
                             f"lowest confidence {min(dg.confidence for dg in r.digits):.0%}"))
         return "\n".join(parts)
 
+    def _show_seen(self, focus) -> None:
+        """The focus digit's 28x28 input and its occlusion saliency map, side by side."""
+        from PIL import Image, ImageTk
+
+        c, px = self.seen, self.px
+        if focus is None or self.drawing.empty:
+            c.delete("all")
+            self.seen_key = self.seen_images = None
+            return
+        key = (focus.box, focus.image.tobytes())
+        if self.seen_key == key:
+            return
+        import numpy as np
+
+        from digitrec.explain import occlusion
+
+        self.seen_key = key
+        # Square root: the strokes that matter less still show, beside the one that matters most.
+        heat = np.sqrt(occlusion(self.reader.recognizer.logits, focus.image[None])[0])  # (28, 28) in [0, 1]
+        side = round(SEEN_SIDE * px)
+        grey = np.repeat(focus.image[:, :, None], 3, axis=2).astype(np.float32)
+        hot = np.stack([np.full_like(heat, 255), 200 * (1 - heat) + 55 * heat, 40 * (1 - heat)], axis=2)  # yellow to red
+        blend = grey * (1 - 0.7 * heat[:, :, None]) + hot * 0.7 * heat[:, :, None]
+        tiles = [Image.fromarray(a.astype(np.uint8)).resize((side, side), Image.Resampling.NEAREST)
+                 for a in (np.repeat(focus.image[:, :, None], 3, axis=2), blend)]
+        self.seen_images = [ImageTk.PhotoImage(t) for t in tiles]  # kept, or Tk would drop them
+        c.delete("all")
+        gap = round(12 * px)
+        for i, (img, caption) in enumerate(zip(self.seen_images, ("28x28 input", "what decided"))):
+            c.create_image(i * (side + gap), 0, image=img, anchor="nw")
+            c.create_text(i * (side + gap), side + 2 * px, text=caption, anchor="nw", font=self.fonts["small"], fill=MUTED)
+
     def _show_focus(self) -> None:
         """The three likeliest labels of the digit under the cursor, or of the one drawn last."""
         b, px = self.bars, self.px
         b.delete("all")
         focus, under = self._focus() if self.live.reading is not None else (None, False)
+        self._show_seen(focus)
         if focus is None:
             self.focus_head.configure(text="TOP 3")
             top = []

@@ -101,18 +101,22 @@ class Recognizer:
     ''
     """
 
-    def __init__(self, logits: Logits, meta: dict | None = None, low_confidence: float = LOW_CONFIDENCE):
+    def __init__(self, logits: Logits, meta: dict | None = None, low_confidence: float = LOW_CONFIDENCE,
+                 name: str | None = None):
         self.logits = logits
         self.meta = meta or {}  # the checkpoint's model.json: architecture, metrics, ...
         self.low_confidence = low_confidence
+        self.name = name  # how users are told which model reads: "bundled", "personal, 40 samples", a folder
 
     @classmethod
     def from_checkpoint(cls, run_dir: str | os.PathLike | None = None, **kw) -> "Recognizer":
         """Load a run directory's model (None: the bundled model) with torch."""
         from digitrec.checkpoint import load_checkpoint
+        from digitrec.home import model_name, resolve_model
 
-        model, meta = load_checkpoint(run_dir)
-        return cls(TorchBackend(model), meta, **kw)
+        where = resolve_model(run_dir)
+        model, meta = load_checkpoint(where)
+        return cls(TorchBackend(model), meta, name=model_name(where, meta), **kw)
 
     def classify(self, images: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 28, 28), white on black -> float probabilities (N, 10).
@@ -155,7 +159,8 @@ class Recognizer:
 
 def load(run_dir: str | os.PathLike | None = None, backend: str = "auto", threads: int | None = None,
          **kw) -> Recognizer:
-    """The Recognizer of a run directory, or of the model bundled with the package (None).
+    """The Recognizer of a run directory, or "bundled" / "personal"; None is the personal model
+    (made by `digitrec learn fit`) where one exists, else the model bundled with the package.
 
     backend: "onnx" (model.onnx, onnxruntime, no torch), "torch", or "auto" (ONNX when it was exported
     from the current weights); threads caps the runtime's threads. See export.load_logits.
@@ -164,9 +169,11 @@ def load(run_dir: str | os.PathLike | None = None, backend: str = "auto", thread
     '3141'
     """
     from digitrec.export import load_logits
+    from digitrec.home import model_name, resolve_model
 
-    logits, meta = load_logits(run_dir, backend, threads)
-    return Recognizer(logits, meta, **kw)
+    where = resolve_model(run_dir)
+    logits, meta = load_logits(where, backend, threads)
+    return Recognizer(logits, meta, name=model_name(where, meta), **kw)
 
 
 def draw_reading(pixels: np.ndarray | Picture, reading: Reading) -> np.ndarray:

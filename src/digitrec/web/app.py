@@ -4,7 +4,8 @@
     >>> app = create_app()                       # the bundled model; create_app(digitrec.load("runs/x"))
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)    # what `digitrec serve` does
 
-Routes: GET / (the page), POST /api/read, POST /api/classify, GET /api/health, GET /api/model, and the
+Routes: GET / (the page), POST /api/read, POST /api/classify, POST /api/explain, GET /api/health,
+GET /api/model, GET and POST /api/samples (storing only with `learn`: `digitrec serve --learn`), and the
 OpenAPI description at /openapi.json (browsable at /docs, with Swagger UI served from the package).
 Reading is CPU work, so it runs in worker threads, at most `workers` at a time; requests wait for a
 turn on the event loop, holding no thread, and the Recognizer is read-only and shared by all of them.
@@ -43,7 +44,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digitrec import __version__
 from digitrec.errors import UsageError
+from digitrec.explain import occlusion
 from digitrec.images import ImageError, NotAnImage, TooLarge, load_image
+from digitrec.learn import Sample, Store, parse_text, samples_from_reading
 from digitrec.recognize import TOP_K, Recognizer, draw_reading, load
 
 MAX_UPLOAD_BYTES = 10_000_000  # largest picture accepted, in bytes
@@ -78,6 +81,8 @@ class DigitOut(BaseModel):
     confidence: float = Field(description="the model's probability for it")
     box: tuple[int, int, int, int] = Field(description="x, y, width, height in the picture's pixels")
     top: list[tuple[int, float]] = Field(description="the likeliest digits with their probabilities, best first")
+    input: list[list[int]] | None = Field(None, description="with ?inputs=true: the 28x28 digit the model saw, "
+                                                            "rows of 0-255, white ink on black")
 
 
 class ReadingOut(BaseModel):
@@ -112,6 +117,33 @@ class ClassifyOut(BaseModel):
     probabilities: list[list[float]] = Field(description="ten probabilities per image, for digits 0-9")
 
 
+class ExplainIn(BaseModel):
+    image: Digit28 = Field(description="one digit, 28 rows of 28 integers 0-255, white ink on black (a reading's `input`)")
+
+
+class ExplainOut(BaseModel):
+    saliency: list[list[float]] = Field(description="28x28 values in [0, 1]: how much erasing the ink there "
+                                                    "lowers the log-probability of the digit read (occlusion)")
+    top: list[tuple[int, float]] = Field(description="the three likeliest digits with their probabilities")
+
+
+class SampleIn(BaseModel):
+    """A picture and its right digits (`image` + `text`), or one 28x28 digit and its label (`digit` + `label`)."""
+
+    image: str | None = Field(None, description="a picture file in base64 or a data: URL, with `text`")
+    text: str | None = Field(None, max_length=1000, description="the picture's right digits in reading order")
+    digit: Digit28 | None = Field(None, description="one 28x28 digit as the model saw it (a reading's `input`)")
+    label: int | None = Field(None, ge=0, le=9, description="the digit's right label, with `digit`")
+    predicted: int | None = Field(None, ge=0, le=9, description="what the model read, if known")
+
+
+class SamplesOut(BaseModel):
+    learning: bool = Field(description="whether this server stores samples (digitrec serve --learn)")
+    total: int = Field(description="samples stored")
+    counts: dict[str, int] = Field(description="samples per digit")
+    stored: list[int] | None = Field(None, description="after a POST: the ids of the samples just stored")
+
+
 class Limits(BaseModel):
     max_upload_bytes: int
     max_pixels: int
@@ -120,6 +152,8 @@ class Limits(BaseModel):
 
 class ModelOut(BaseModel):
     name: str = Field(description="the architecture, e.g. `accurate`")
+    model: str | None = Field(None, description='which model reads: "bundled", "personal, 40 samples", or a folder')
+    learning: bool = Field(False, description="whether corrections sent to /api/samples are stored")
     test_accuracy: float | None = Field(description="accuracy on the MNIST test set, when the checkpoint records it")
     version: str = Field(description="the digitrec package's version")
     low_confidence: float = Field(description="digits read with a lower confidence are worth a second look")
@@ -143,6 +177,7 @@ class Service:
     max_pixels: int
     workers: int
     decode_budget: int = DECODE_BUDGET
+    store: Store | None = None  # where corrections go; None: this server does not learn
     _turns: asyncio.Semaphore | None = None
 
     @property
@@ -152,11 +187,11 @@ class Service:
             self._turns = asyncio.Semaphore(self.workers)
         return self._turns
 
-    def read(self, data: bytes, file: str | None, top_k: int, annotate: bool) -> dict:
-        """Picture bytes -> the ReadingOut object. Runs in a worker thread; raises HTTPException."""
+    def _read(self, data: bytes, top_k: int = TOP_K):
+        """Picture bytes -> (picture, reading), within the limits; raises HTTPException."""
         try:
             picture = load_image(data, max_pixels=self.max_pixels, decode_budget=self.decode_budget)
-            reading = self.recognizer.read(picture, top_k=top_k)
+            return picture, self.recognizer.read(picture, top_k=top_k)
         except NotAnImage as e:
             raise HTTPException(415, f"cannot read the picture: {e}") from None
         except TooLarge as e:
@@ -165,7 +200,14 @@ class Service:
             raise HTTPException(422, f"cannot read the picture: {e}") from None
         except MemoryError:
             raise HTTPException(503, "not enough memory to read this picture now; try again or send a smaller one") from None
+
+    def read(self, data: bytes, file: str | None, top_k: int, annotate: bool, inputs: bool = False) -> dict:
+        """Picture bytes -> the ReadingOut object. Runs in a worker thread; raises HTTPException."""
+        picture, reading = self._read(data, top_k)
         out = reading.to_dict(file=file)
+        if inputs:
+            for d, digit in zip(out["digits"], reading.digits):
+                d["input"] = digit.image.tolist()
         if reading.notes:
             out["notes"] = list(reading.notes)
         if annotate:
@@ -175,6 +217,38 @@ class Service:
     def classify(self, images: np.ndarray) -> dict:
         probs = self.recognizer.classify(images)  # (N, 10)
         return {"labels": probs.argmax(1).tolist(), "probabilities": np.round(probs.astype(np.float64), 6).tolist()}
+
+
+    def explain(self, image: np.ndarray) -> dict:
+        probs = self.recognizer.classify(image[None])[0]
+        saliency = occlusion(self.recognizer.logits, image[None])[0]
+        order = np.argsort(-probs)[:TOP_K]
+        return {"saliency": np.round(saliency.astype(np.float64), 3).tolist(),
+                "top": [(int(k), round(float(probs[k]), 4)) for k in order]}
+
+    def samples(self, stored: list[int] | None = None) -> dict:
+        counts = self.store.counts() if self.store is not None else {}
+        return {"learning": self.store is not None, "total": sum(counts.values()),
+                "counts": {str(k): v for k, v in counts.items()}, "stored": stored}
+
+    def add_samples(self, body: "SampleIn") -> dict:
+        """Store a correction; raises HTTPException. Runs in a worker thread."""
+        if self.store is None:
+            raise HTTPException(403, "this server does not store samples; start it with: digitrec serve --learn")
+        try:
+            if body.digit is not None and body.label is not None and body.image is None:
+                samples = [Sample(body.label, np.array(body.digit, np.uint8), "web", predicted=body.predicted)]
+            elif body.image is not None and body.text is not None and body.digit is None:
+                data = decode_base64(body.image)
+                if len(data) > self.max_upload_bytes:
+                    raise HTTPException(413, f"the picture is larger than the {self.max_upload_bytes / 1e6:g} MB limit")
+                picture, reading = self._read(data)
+                samples = samples_from_reading(picture, reading, parse_text(body.text), "web")
+            else:
+                raise HTTPException(422, 'send {"digit": 28x28, "label": 0-9} or {"image": "<base64>", "text": "3141"}')
+            return self.samples(self.store.add(samples))
+        except UsageError as e:
+            raise HTTPException(422, str(e).removeprefix("web: ").removeprefix("--text: ")) from None
 
 
 def data_url(rgb: np.ndarray) -> str:
@@ -259,8 +333,11 @@ ERRORS = {
 
 
 def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               max_pixels: int = MAX_PIXELS, workers: int | None = None) -> FastAPI:
-    """The FastAPI app over one Recognizer (None: load the bundled model now, once).
+               max_pixels: int = MAX_PIXELS, workers: int | None = None, learn: Store | None = None) -> FastAPI:
+    """The FastAPI app over one Recognizer (None: load the default model now, once).
+
+    `learn`, a sample Store, makes POST /api/samples store the corrections sent to it; without one
+    the server learns nothing from its users.
 
     `workers` caps the readings running at once (default: one per processor core); more requests
     wait their turn rather than crowding the cores and memory.
@@ -275,7 +352,8 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
         title="digitrec", version=__version__, docs_url=None, redoc_url=None,
         description="Read handwritten digits in pictures, or classify 28x28 MNIST-style digits. "
                     "The page at / draws and uploads through this same API.")
-    app.state.service = Service(recognizer or load(), max_upload_bytes, max_pixels, workers or os.cpu_count() or 1)
+    app.state.service = Service(recognizer or load(), max_upload_bytes, max_pixels, workers or os.cpu_count() or 1,
+                                store=learn)
     app.add_middleware(BodyLimit, max_upload_bytes=max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -294,7 +372,8 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
               openapi_extra={"requestBody": READ_BODY}, responses=ERRORS, summary="Read the digits in a picture")
     async def read(request: Request, svc: Annotated[Service, Depends(service)],
                    top_k: Annotated[int, Query(ge=1, le=10, description="alternatives listed per digit")] = TOP_K,
-                   annotate: Annotated[bool, Query(description="also return the picture with boxes and labels")] = False):
+                   annotate: Annotated[bool, Query(description="also return the picture with boxes and labels")] = False,
+                   inputs: Annotated[bool, Query(description="also return each digit's 28x28 input")] = False):
         """Send the picture as a multipart upload in the form field `file`, or as JSON
         `{"image": "<base64>"}`. The answer is the object `digitrec predict --json` prints for a file."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -314,7 +393,7 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
         if len(data) > svc.max_upload_bytes:
             raise HTTPException(413, f"the picture is larger than the {svc.max_upload_bytes / 1e6:g} MB limit")
         async with svc.turns:
-            return await run_in_threadpool(svc.read, data, file, top_k, annotate)
+            return await run_in_threadpool(svc.read, data, file, top_k, annotate, inputs)
 
     @app.post("/api/classify", response_model=ClassifyOut, summary="Classify 28x28 MNIST-style digits",
               openapi_extra={"requestBody": CLASSIFY_BODY},
@@ -325,6 +404,27 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
         async with svc.turns:
             return await run_in_threadpool(lambda: svc.classify(np.array(body.images, np.uint8)))
 
+    @app.post("/api/explain", response_model=ExplainOut, summary="Which strokes of a 28x28 digit decided its reading")
+    async def explain(body: ExplainIn, svc: Annotated[Service, Depends(service)]):
+        """A saliency map by occlusion (works with every model runtime) and the top-3 probabilities."""
+        async with svc.turns:
+            return await run_in_threadpool(svc.explain, np.array(body.image, np.uint8))
+
+    @app.get("/api/samples", response_model=SamplesOut, response_model_exclude_none=True,
+             summary="How many corrected digits are stored")
+    def samples(svc: Annotated[Service, Depends(service)]):
+        return svc.samples()
+
+    @app.post("/api/samples", response_model=SamplesOut, response_model_exclude_none=True,
+              responses={403: {"description": "the server was started without --learn"}, **ERRORS},
+              summary="Store a corrected (or confirmed) reading, to learn from")
+    async def add_samples(body: SampleIn, svc: Annotated[Service, Depends(service)]):
+        """`{"digit": <28x28>, "label": 7}` stores one digit; `{"image": "<base64>", "text": "3141"}` reads the
+        picture and stores its digits with those labels (refused when the count differs). `digitrec learn fit`
+        then learns them."""
+        async with svc.turns:
+            return await run_in_threadpool(svc.add_samples, body)
+
     @app.get("/api/health", response_model=Health, summary="Is the server up")
     async def health():  # on the event loop: answered at once, however busy the worker threads are
         return Health()
@@ -332,7 +432,8 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
     @app.get("/api/model", response_model=ModelOut, summary="The model in use and the server's limits")
     def model(svc: Annotated[Service, Depends(service)]):
         meta = svc.recognizer.meta
-        return ModelOut(name=meta.get("architecture", "unknown"),
+        return ModelOut(name=meta.get("architecture", "unknown"), model=svc.recognizer.name,
+                        learning=svc.store is not None,
                         test_accuracy=meta.get("metrics", {}).get("test_accuracy"), version=__version__,
                         low_confidence=svc.recognizer.low_confidence,
                         limits=Limits(max_upload_bytes=svc.max_upload_bytes, max_pixels=svc.max_pixels,

@@ -6,7 +6,7 @@ const PEN = 0.06;          // pen width, as a fraction of the pad's height: a th
 const LIVE_MS = 250;       // while a stroke is drawn, ask for a reading at most this often
 const MAX_RATIO = 2;       // pad pixels per CSS pixel at most: sharp on phones, small uploads
 
-const settings = { maxUploadBytes: 10_000_000, lowConfidence: 0.7 };
+const settings = { maxUploadBytes: 10_000_000, lowConfidence: 0.7, learning: false };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, className, text) {
@@ -32,10 +32,24 @@ async function postPicture(blob, name, annotate) {
   form.append("file", blob, name);
   let response;
   try {
-    response = await fetch(`/api/read?top_k=3${annotate ? "&annotate=true" : ""}`, { method: "POST", body: form });
+    response = await fetch(`/api/read?top_k=3&inputs=true${annotate ? "&annotate=true" : ""}`, { method: "POST", body: form });
   } catch {
     throw new Error("Cannot reach the server. Is `digitrec serve` still running?");
   }
+  return answer(response);
+}
+
+async function postJSON(url, payload) {
+  let response;
+  try {
+    response = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload) });
+  } catch {
+    throw new Error("Cannot reach the server. Is `digitrec serve` still running?");
+  }
+  return answer(response);
+}
+
+async function answer(response) {
   let body = null;
   try { body = await response.json(); } catch { /* not JSON: the status line says enough */ }
   if (!response.ok) {
@@ -55,9 +69,10 @@ async function loadSettings() {
     const model = await response.json();
     settings.maxUploadBytes = model.limits.max_upload_bytes;
     settings.lowConfidence = model.low_confidence;
+    settings.learning = model.learning;
     $("size-limit").textContent = `up to ${megabytes(settings.maxUploadBytes)}`;
     const accuracy = model.test_accuracy == null ? "" : ` · ${(100 * model.test_accuracy).toFixed(2)}% on MNIST's test digits`;
-    $("model-info").textContent = `model ${model.name}${accuracy} · digitrec ${model.version}`;
+    $("model-info").textContent = `model ${model.model || model.name}${accuracy} · digitrec ${model.version}`;
   } catch { /* the page works with the defaults */ }
 }
 
@@ -70,6 +85,8 @@ function isUnsure(digit) {
 
 function digitCard(digit) {
   const card = el("li", isUnsure(digit) ? "digit unsure" : "digit");
+  card.tabIndex = 0;
+  card.setAttribute("role", "button");
   const others = digit.top.slice(1).map(([label, p]) => `${label} ${percent(p)}`).join(", ");
   card.setAttribute("aria-label", `${digit.label}, ${percent(digit.confidence)} sure; then ${others}`);
   card.append(el("span", "big", String(digit.label)));
@@ -98,7 +115,78 @@ function showReading(prefix, reading, extra = {}) {
   status.textContent = !reading.digits.length ? "No digits found. Write larger, or with darker ink."
     : (unsure ? `${unsure} uncertain ${unsure === 1 ? "digit" : "digits"}, shown in orange.`
       : `${reading.digits.length} ${reading.digits.length === 1 ? "digit" : "digits"}.`) + (notes ? ` Note: ${notes}.` : "");
-  $(`${prefix}-digits`).replaceChildren(...reading.digits.map(digitCard));
+  const cards = reading.digits.map(digitCard);
+  cards.forEach((card, i) => {
+    card.addEventListener("click", () => select(prefix, i));
+    card.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(prefix, i); } });
+  });
+  $(`${prefix}-digits`).replaceChildren(...cards);
+  const chosen = selected[prefix];
+  selected[prefix] = null;
+  if (chosen && reading.digits[chosen.index]) select(prefix, chosen.index, reading);
+  else $(`${prefix}-inspect`).hidden = true;
+  readings[prefix] = reading;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A digit selected: what the model saw (its 28x28 input and a saliency map), and keys to correct it
+
+const readings = { draw: null, upload: null };
+const selected = { draw: null, upload: null };   // { index, digit }
+
+function select(prefix, index, reading = readings[prefix]) {
+  const digit = reading && reading.digits[index];
+  if (!digit || !digit.input) return;
+  selected[prefix] = { index, digit };
+  $(`${prefix}-digits`).querySelectorAll(".digit").forEach((card, i) => card.classList.toggle("selected", i === index));
+  const box = $(`${prefix}-inspect`);
+  box.hidden = false;
+  paintDigit(box.querySelector(".seen-input"), digit.input, null);
+  const saliency = box.querySelector(".seen-saliency");
+  paintDigit(saliency, digit.input, null);
+  postJSON("/api/explain", { image: digit.input }).then((answer) => {
+    if (selected[prefix] && selected[prefix].digit === digit) paintDigit(saliency, digit.input, answer.saliency);
+  }).catch(() => { /* the input alone still shows */ });
+  const fix = box.querySelector(".fix");
+  fix.hidden = !settings.learning;
+  const status = box.querySelector(".fix-status");
+  status.textContent = settings.learning ? `Read as ${digit.label}. Wrong? Pick the right digit; right? Pick ${digit.label} to confirm.`
+    : "This server does not learn from corrections (start it with digitrec serve --learn).";
+  const keys = box.querySelector(".keys");
+  keys.replaceChildren(...Array.from({ length: 10 }, (_, d) => {
+    const key = el("button", d === digit.label ? "read" : "", String(d));
+    key.type = "button";
+    key.dataset.digit = String(d);
+    key.addEventListener("click", () => correct(prefix, digit, d, status));
+    return key;
+  }));
+}
+
+// The 28x28 digit in grey, and where `heat` (28x28 in [0, 1]) is given, the strokes that decided in red.
+function paintDigit(canvas, input, heat) {
+  const g = canvas.getContext("2d");
+  const image = g.createImageData(28, 28);
+  for (let r = 0; r < 28; r++) for (let c = 0; c < 28; c++) {
+    const v = input[r][c], h = heat ? Math.sqrt(heat[r][c]) : 0, k = 4 * (28 * r + c);
+    image.data[k] = v * (1 - 0.7 * h) + 255 * 0.7 * h;
+    image.data[k + 1] = v * (1 - 0.7 * h) + (200 * (1 - h) + 55 * h) * 0.7 * h;
+    image.data[k + 2] = v * (1 - 0.7 * h) + 40 * (1 - h) * 0.7 * h;
+    image.data[k + 3] = 255;
+  }
+  g.putImageData(image, 0, 0);
+}
+
+async function correct(prefix, digit, label, status) {
+  status.classList.remove("error");
+  try {
+    const stored = await postJSON("/api/samples", { digit: digit.input, label, predicted: digit.label });
+    status.textContent = (label === digit.label ? `Stored ${label} as read right.` : `Stored as ${label} (read as ${digit.label}).`)
+      + ` ${stored.total} ${stored.total === 1 ? "sample" : "samples"} to learn from: digitrec learn fit.`;
+    status.dataset.stored = String(stored.total);
+  } catch (error) {
+    status.textContent = error.message;
+    status.classList.add("error");
+  }
 }
 
 // A message in place of a reading: state "error" (shown as a problem) or "empty" (a hint).
@@ -110,6 +198,9 @@ function showMessage(prefix, message, state) {
   status.textContent = message;
   status.classList.toggle("error", state === "error");
   $(`${prefix}-digits`).replaceChildren();
+  $(`${prefix}-inspect`).hidden = true;
+  selected[prefix] = null;
+  readings[prefix] = null;
 }
 
 // ---------------------------------------------------------------------------------------------------
