@@ -194,8 +194,7 @@ def cmd_predict(args) -> int:
     if output is not None:
         todo = [t for t in tasks if t.name not in output.done]
         skipped, tasks = len(tasks) - len(todo), todo
-    from digitrec.checkpoint import META
-    from digitrec.home import model_name, read_meta, resolve_model
+    from digitrec.home import META, model_name, read_meta, resolve_model
 
     where = resolve_model(args.model)  # once: every worker reads with the same model
     name = model_name(where, read_meta(where / META))
