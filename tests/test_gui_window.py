@@ -82,7 +82,10 @@ class Window:
     def dialog(self, title: str, path: Path) -> None:
         """Answer Tk's file dialog by typing a full path into its file name field."""
         dialog = self.xdotool("search", "--sync", "--onlyvisible", "--name", f"^{title}$").split()[0]
-        self.xdotool("windowfocus", "--sync", dialog, "type", "--delay", "2", str(path))
+        time.sleep(0.5)  # a dialog that is mapped may still be building its widgets on a busy machine
+        # Ctrl+/ selects all of the file name field (Tk's <<SelectAll>>), so the path typed replaces
+        # whatever name the dialog proposed or what a keystroke sent too early left there.
+        self.xdotool("windowfocus", "--sync", dialog, "key", "ctrl+slash", "type", "--delay", "2", str(path))
         self.keys("Return", window=dialog)
 
     def screenshot(self, path: Path) -> Image.Image:

@@ -176,6 +176,7 @@ def _decode(img: Image.Image, max_pixels: int, decode_budget: int) -> Picture:
         raise ImageError(f"truncated or corrupt {img.format or 'image'} ({one_line(e)})") from None
     scale = max(1, round(max(w, h) / max(img.size)))  # what the JPEG decoder did
     rest = max(1, max(img.size) // WORK_SIDE) if max(img.size) > REDUCE_ABOVE else 1
+    rest = min(rest, *img.size)  # a strip one pixel wide stays at least one pixel wide
     if rest > 1:
         img, scale = _reduced(img, rest), scale * rest
     if orientation in TRANSPOSE:
