@@ -545,7 +545,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("demo", help="a short video of the model reading digits as they are written",
                        description="Render a video (about 17 s): a number written stroke by stroke and read live, "
                                    "then a sweep of MNIST test digits with what the model reads in each.")
-    p.add_argument("--model", metavar="RUN_DIR", help="run directory of the model (default: the bundled model)")
+    p.add_argument("--model", metavar="RUN_DIR", help="run directory, bundled or personal (default: personal once `learn fit` made it, else bundled)")
     p.add_argument("--out", default="demo.mp4", help="video file, .mp4 (H.264) or .gif (default: demo.mp4)")
     p.add_argument("--gif", action="store_true", help="also write a GIF beside the MP4")
     p.add_argument("--data-dir", help="MNIST folder (default: $DIGITREC_DATA, else the user cache)")
