@@ -210,3 +210,27 @@ def test_a_short_fit_on_a_few_samples_reads_the_writers_other_digits_better(caps
     assert (onnx.classify(x[others]).argmax(1) == mine.classify(x[others]).argmax(1)).mean() > 0.999
     status, _, err = digitrec_cli("learn", "fit", "--base", "personal", capsys=capsys)
     assert_one_line_error(status, err, "start from another model")
+
+
+def _open_store(path, start, results):
+    start.wait()  # all at the same moment
+    try:
+        len(Store(path))
+        results.put("ok")
+    except UsageError as e:
+        results.put(str(e))
+
+
+def test_programs_opening_a_new_store_at_once_all_get_in(tmp_path):
+    # The window and the server started together both create the store: neither may be refused.
+    ctx = multiprocessing.get_context("fork")
+    failures = []
+    for trial in range(40):
+        path, results, start = tmp_path / f"store-{trial}.sqlite3", ctx.Queue(), ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_store, args=(path, start, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        failures += [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+    assert not failures, failures[0]

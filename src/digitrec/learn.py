@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ from digitrec.home import home
 DB_NAME = "samples.sqlite3"
 SCHEMA_VERSION = 1  # PRAGMA user_version of the store this code writes
 BUSY_MS = 10_000  # how long a writer waits for another one's transaction before giving up
+SETUP_RETRY_S = 0.05  # pause between tries to open a store another program is setting up
 SCHEMA = """
 CREATE TABLE samples (
     id INTEGER PRIMARY KEY,
@@ -89,33 +91,47 @@ class Store:
         self.path = Path(path) if path is not None else home() / DB_NAME
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise UsageError(f"{self.path}: cannot open the sample store ({e})") from None
-        try:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")  # a committed sample survives a power cut too
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                db.execute("BEGIN IMMEDIATE")
-                if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not made meanwhile by another writer
-                    db.execute(SCHEMA)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            elif version != SCHEMA_VERSION:
-                raise UsageError(f"{self.path}: a sample store of version {version}, newer than this "
-                                 f"digitrec reads ({SCHEMA_VERSION}); upgrade digitrec")
-        except sqlite3.Error as e:
-            db.close()
-            raise self._error(e) from None
-        except BaseException:
-            db.close()
-            raise
-        return db
+        deadline = time.monotonic() + BUSY_MS / 1000
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
+            except (OSError, sqlite3.Error) as e:
+                raise UsageError(f"{self.path}: cannot open the sample store ({e})") from None
+            try:
+                self._prepare(db)
+                return db
+            except sqlite3.OperationalError as e:
+                db.close()
+                # Two programs opening a new store at once: switching it to WAL is refused at once, without
+                # SQLite's busy wait, to all but one of them. Try again until the other has done it.
+                if "locked" in str(e) and time.monotonic() < deadline:
+                    time.sleep(SETUP_RETRY_S)
+                    continue
+                raise self._error(e) from None
+            except sqlite3.Error as e:
+                db.close()
+                raise self._error(e) from None
+            except BaseException:
+                db.close()
+                raise
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """WAL, full sync, and the schema (made by whichever program gets there first)."""
+        db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")  # a committed sample survives a power cut too
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            db.execute("BEGIN IMMEDIATE")
+            if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not made meanwhile by another writer
+                db.execute(SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        elif version != SCHEMA_VERSION:
+            raise UsageError(f"{self.path}: a sample store of version {version}, newer than this "
+                             f"digitrec reads ({SCHEMA_VERSION}); upgrade digitrec")
 
     def _error(self, e: sqlite3.Error) -> UsageError:
         text = str(e)
