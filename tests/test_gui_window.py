@@ -228,7 +228,7 @@ def test_a_digit_corrected_in_the_window_is_stored_and_what_the_model_saw_is_sho
         # The panel shows the 28x28 input: white strokes on a black square, right of the canvas.
         panel = before[:, 760:].reshape(-1, 3).astype(int)
         assert (panel.max(axis=1) < 10).sum() > 3000, "no 28x28 input shown in the panel"
-        assert ((panel[:, 0] > 200) & (panel[:, 2] < 120) & (panel[:, 1] < 200)).sum() > 100, "no saliency map shown"
+        assert ((panel[:, 0] > 200) & (panel[:, 2] < 120) & (panel[:, 1] < 200)).sum() > 40, "no saliency map shown"
 
         # Typing a digit over it stores it with that label; right-clicking it offers the digits to pick.
         window.xdotool("mousemove", "--window", window.wid, str(x + w // 2), str(y + h // 2))
