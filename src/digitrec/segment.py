@@ -48,7 +48,7 @@ JOIN_LINE = 2.0  # a flat piece wider than this many heights of the other is a r
 
 # Splitting a piece that holds several touching digits: cuts are the cheapest paths from top to bottom
 # through the ink, and the classifier chooses the cuts that read best.
-SPLIT_WIDTH = 0.8  # pieces wider than this many heights may hold several digits
+SPLIT_WIDTH = 1.0  # pieces wider than this many heights may hold several digits
 PART_MIN = 0.15  # a digit cut from a piece is at least this many heights wide (a 1) ...
 PART_MAX = 1.25  # ... and at most this many ...
 PART_HEIGHT = 0.5  # ... and at least this share of the piece's height (digits that touch are of a size)
