@@ -28,7 +28,6 @@ PAPER_SHOWS = 0.25  # a region along the border where this share is paper betwee
 # Ruled lines (notebook rules, graph paper, a margin) are erased before digits are looked for.
 RULE_SPAN = 0.75  # a rule crosses at least this much of the picture (half if it runs out of it) ...
 RULE_MIN_LENGTH = 100  # ... and at least this many pixels ...
-RULE_MIN_ACROSS = 2.5  # ... or this many times the picture's other side (a baseline under a strip of writing) ...
 RULE_RUN = 0.04  # ... in straight runs at least this long (also as a fraction of the picture's side) ...
 RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture's other side, 4 pixels at least)
 RULE_POOL = 4  # which runs form one rule is worked out on a copy this many times smaller
@@ -161,13 +160,12 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
         stats = stats * k
         rule = np.zeros(n, bool)
         thickness = 0.0
-        min_length = min(RULE_MIN_LENGTH, RULE_MIN_ACROSS * other)
-        span = max(RULE_SPAN * side / 2, min_length)
+        span = max(RULE_SPAN * side / 2, RULE_MIN_LENGTH)
         for i in np.flatnonzero(stats[:, 2 if axis == 1 else 3] >= span)[1:]:
             x, y, bw, bh = stats[i, :4]
             # A tilted rule leaves the picture through a side: then half the span will do.
             out = x == 0 or y == 0 or x + bw >= w or y + bh >= h
-            need = span if out else max(RULE_SPAN * side, min_length)
+            need = span if out else max(RULE_SPAN * side, RULE_MIN_LENGTH)
             region = runs[y:y + bh, x:x + bw] > 0
             inside = full(lab[y // k:(y + bh) // k, x // k:(x + bw) // k] == i)[:region.shape[0], :region.shape[1]] & region
             if axis == 0:
