@@ -68,7 +68,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     centre = float(np.median(sample))
     strength -= centre
     # Noise from the paper's side only: ink departs to one side, and a tight crop is a third ink.
-    below = centre - sample[sample < centre]
+    below = centre - sample[sample <= centre]
     noise = 1.4826 * float(np.median(below)) if below.size else 0.0
     threshold = max(NOISE_SIGMAS * noise, MIN_CONTRAST)
     inked = sample[sample > threshold]
