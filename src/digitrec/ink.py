@@ -23,6 +23,7 @@ NOISE_SIGMAS = 4.0  # ink must stand this many noise deviations above the paper
 MIN_CONTRAST = 0.1  # and be at least this much darker than the paper around it (lighter on a board)
 MASK_LEVEL = 0.12  # strokes are where ink exceeds this fraction of the typical ink strength
 PAPER_FLOOR = 16  # grey level below which a board counts as this bright (ink is a ratio to it)
+INK_SCALE = 3  # ink is averaged over squares this many pixels wide (a thin pen's stroke)
 PAPER_SHOWS = 0.25  # a region along the border where this share is paper between strokes is ink on paper, not a desk
 
 # Ruled lines (notebook rules, graph paper, a margin) are erased before digits are looked for.
@@ -64,6 +65,9 @@ def find_ink(gray: np.ndarray) -> Ink:
     strength /= np.maximum(paper, PAPER_FLOOR)
     if edges.any():
         strength[_upscale(edges, w, h) > 0] = 0
+    # Measured over a stroke's width rather than a pixel: printed dots and hatching under the ink are
+    # finer than a pen's stroke and average out, the stroke does not.
+    strength = cv2.blur(strength, (INK_SCALE, INK_SCALE))
     sample = strength[::step, ::step]
     centre = float(np.median(sample))
     strength -= centre
