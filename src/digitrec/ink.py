@@ -29,6 +29,8 @@ PAPER_SHOWS = 0.25  # a region along the border where this share is paper betwee
 # Ruled lines (notebook rules, graph paper, a margin) are erased before digits are looked for.
 RULE_SPAN = 0.75  # a rule crosses at least this much of the picture (half if it runs out of it) ...
 RULE_MIN_LENGTH = 100  # ... and at least this many pixels ...
+RULE_MIN_ACROSS = 1.5  # ... or this many times the picture's other side (no digit of a strip is that wide) ...
+RULE_COVER = 0.8  # ... with ink along this share of its length ...
 RULE_RUN = 0.04  # ... in straight runs at least this long (also as a fraction of the picture's side) ...
 RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture's other side, 4 pixels at least)
 RULE_POOL = 4  # which runs form one rule is worked out on a copy this many times smaller
@@ -164,12 +166,13 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
         stats = stats * k
         rule = np.zeros(n, bool)
         thickness = 0.0
-        span = max(RULE_SPAN * side / 2, RULE_MIN_LENGTH)
+        min_length = min(RULE_MIN_LENGTH, RULE_MIN_ACROSS * other)
+        span = max(RULE_SPAN * side / 2, min_length)
         for i in np.flatnonzero(stats[:, 2 if axis == 1 else 3] >= span)[1:]:
             x, y, bw, bh = stats[i, :4]
             # A tilted rule leaves the picture through a side: then half the span will do.
             out = x == 0 or y == 0 or x + bw >= w or y + bh >= h
-            need = span if out else max(RULE_SPAN * side, RULE_MIN_LENGTH)
+            need = span if out else max(RULE_SPAN * side, min_length)
             region = runs[y:y + bh, x:x + bw] > 0
             inside = full(lab[y // k:(y + bh) // k, x // k:(x + bw) // k] == i)[:region.shape[0], :region.shape[1]] & region
             if axis == 0:
@@ -179,9 +182,11 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
             along = np.flatnonzero(crossings)
             if along[-1] - along[0] + 1 < need:  # only the bridges made it long
                 continue
+            if len(along) < RULE_COVER * (along[-1] - along[0] + 1):  # the tops of a row of digits, not a rule
+                continue
             across = inside.sum(axis=0) / np.maximum(crossings, 1)
             t = float(np.percentile(across[along], 20))  # strokes on a rule do not count
-            if t <= max(4.0, RULE_THICKNESS * other):
+            if t <= max(4.0, RULE_THICKNESS * other) + INK_SCALE - 1:  # the averaging widens it
                 rule[i], thickness = True, max(thickness, t)
         if not rule.any():
             continue

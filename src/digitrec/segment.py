@@ -27,12 +27,14 @@ SPECK_AREA = 0.004  # pieces smaller than this fraction of the largest piece are
 MIN_DIGIT_PX = 8  # digits shorter than this cannot be read
 MIN_HEIGHT_RATIO = 0.4  # a digit is at least this fraction of the tallest one in its line ...
 MIN_GLOBAL_HEIGHT_RATIO = 0.2  # ... and of the tallest one in the picture
+SEPARATOR_HEIGHT = 0.6  # a mark less than this fraction of the line's tallest, wholly below its middle, is a comma or a dot
 MAX_ASPECT = 3.0  # wider than this many heights: a line, a dash or touching digits, not one digit
 DASH_STROKES = 2.5  # a wide piece at most this many stroke widths high is a line or a dash
 BLOB_DENSITY = 0.9  # a wide box filled more than this is a blot, not a digit (a bold 8 fills 0.8)
 MIN_STRENGTH = 1.5  # a digit's ink is at least this many times the ink threshold
 EDGE_THIN = 0.2  # a piece along a side of the picture at most this many heights wide ...
 EDGE_SPAN = 0.8  # ... and at least this share of the picture high is the page's edge, when other ink is there
+EDGE_SMALL = 0.6  # a mark alone in its line, cut by the picture's edge and shorter than this share of the tallest digit, is no digit
 
 # Joining the pieces of one digit (a 5's detached bar, a broken 4), never neighbours.
 JOIN_OVERLAP = 0.5  # horizontal overlap, as a fraction of the narrower piece
@@ -245,11 +247,27 @@ def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
         return Found([], rejected)
     tallest = max(b.h for b in kept)
     crops = []
-    for n, line in enumerate(_lines(kept)):
+    lines = _lines(kept)
+    H, W = labels.shape
+    for n, line in enumerate(lines):
+        b = line[0]
+        # A mark alone in a line of its own, cut by the picture's edge and smaller than the digits:
+        # a shadow, the page's edge or the end of a line the photo cuts.
+        if (len(line) == 1 and len(lines) > 1 and b.h < EDGE_SMALL * tallest
+                and (b.x0 == 0 or b.y0 == 0 or b.x1 == W or b.y1 == H)):
+            rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "cut by the picture's edge"))
+            line.clear()
+    for n, line in enumerate(line for line in lines if line):
         line_tallest = max(b.h for b in line)
+        # The band the line's digits fill: a comma or a dot sits below its middle, no digit does.
+        big = [b for b in line if b.h >= SEPARATOR_HEIGHT * line_tallest]
+        middle = (np.median([b.y0 for b in big]) + np.median([b.y1 for b in big])) / 2
         for b in line:
             if b.h < MIN_HEIGHT_RATIO * line_tallest or b.h < MIN_GLOBAL_HEIGHT_RATIO * tallest:
                 rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "smaller than the digits beside it"))
+                continue
+            if b.h < SEPARATOR_HEIGHT * line_tallest and b.y0 > middle:
+                rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "comma or dot"))
                 continue
             soft, (ox, oy), own = _soft_ink(ink, labels, b)
             parts = _split(soft, own, b, score) if score is not None and b.w > SPLIT_WIDTH * b.h else None
