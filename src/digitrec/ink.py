@@ -23,10 +23,14 @@ NOISE_SIGMAS = 4.0  # ink must stand this many noise deviations above the paper
 MIN_CONTRAST = 0.1  # and be at least this much darker than the paper around it (lighter on a board)
 MASK_LEVEL = 0.12  # strokes are where ink exceeds this fraction of the typical ink strength
 PAPER_FLOOR = 16  # grey level below which a board counts as this bright (ink is a ratio to it)
+INK_SCALE = 3  # ink is averaged over squares this many pixels wide (a thin pen's stroke)
+PAPER_SHOWS = 0.25  # a region along the border where this share is paper between strokes is ink on paper, not a desk
 
 # Ruled lines (notebook rules, graph paper, a margin) are erased before digits are looked for.
 RULE_SPAN = 0.75  # a rule crosses at least this much of the picture (half if it runs out of it) ...
 RULE_MIN_LENGTH = 100  # ... and at least this many pixels ...
+RULE_MIN_ACROSS = 1.5  # ... or this many times the picture's other side (no digit of a strip is that wide) ...
+RULE_COVER = 0.8  # ... with ink along this share of its length ...
 RULE_RUN = 0.04  # ... in straight runs at least this long (also as a fraction of the picture's side) ...
 RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture's other side, 4 pixels at least)
 RULE_POOL = 4  # which runs form one rule is worked out on a copy this many times smaller
@@ -63,10 +67,15 @@ def find_ink(gray: np.ndarray) -> Ink:
     strength /= np.maximum(paper, PAPER_FLOOR)
     if edges.any():
         strength[_upscale(edges, w, h) > 0] = 0
+    # Measured over a stroke's width rather than a pixel: printed dots and hatching under the ink are
+    # finer than a pen's stroke and average out, the stroke does not.
+    strength = cv2.blur(strength, (INK_SCALE, INK_SCALE))
     sample = strength[::step, ::step]
     centre = float(np.median(sample))
     strength -= centre
-    noise = 1.4826 * float(np.median(np.abs(sample - centre)))
+    # Noise from the paper's side only: ink departs to one side, and a tight crop is a third ink.
+    below = centre - sample[sample <= centre]
+    noise = 1.4826 * float(np.median(below)) if below.size else 0.0
     threshold = max(NOISE_SIGMAS * noise, MIN_CONTRAST)
     inked = sample[sample > threshold]
     if inked.size < 100:  # thin strokes can slip between the sampled pixels
@@ -98,6 +107,11 @@ def _paper(small: np.ndarray, median: np.ndarray, dark: bool) -> tuple[np.ndarra
     n, labels, stats, _ = cv2.connectedComponentsWithStats(pulled.astype(np.uint8), connectivity=8)
     x, y, bw, bh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
     inside = (x > 0) & (y > 0) & (x + bw < small.shape[1]) & (y + bh < small.shape[0])
+    # Along the border, a crop tight to the ink still shows paper between its strokes; a desk does not.
+    paperish = np.abs(small - closed) <= max(NOISE_SIGMAS * noise, BLOB_FILL * contrast)
+    if n > 1 and not inside[1:].all():
+        shows = np.bincount(labels.ravel(), weights=paperish.ravel(), minlength=n) / np.maximum(stats[:, 4], 1)
+        inside |= shows >= PAPER_SHOWS
     inside[0] = False
     paper = median.astype(np.uint8)
     if inside.any():
@@ -152,12 +166,13 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
         stats = stats * k
         rule = np.zeros(n, bool)
         thickness = 0.0
-        span = max(RULE_SPAN * side / 2, RULE_MIN_LENGTH)
+        min_length = min(RULE_MIN_LENGTH, RULE_MIN_ACROSS * other)
+        span = max(RULE_SPAN * side / 2, min_length)
         for i in np.flatnonzero(stats[:, 2 if axis == 1 else 3] >= span)[1:]:
             x, y, bw, bh = stats[i, :4]
             # A tilted rule leaves the picture through a side: then half the span will do.
             out = x == 0 or y == 0 or x + bw >= w or y + bh >= h
-            need = span if out else max(RULE_SPAN * side, RULE_MIN_LENGTH)
+            need = span if out else max(RULE_SPAN * side, min_length)
             region = runs[y:y + bh, x:x + bw] > 0
             inside = full(lab[y // k:(y + bh) // k, x // k:(x + bw) // k] == i)[:region.shape[0], :region.shape[1]] & region
             if axis == 0:
@@ -167,9 +182,11 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
             along = np.flatnonzero(crossings)
             if along[-1] - along[0] + 1 < need:  # only the bridges made it long
                 continue
+            if len(along) < RULE_COVER * (along[-1] - along[0] + 1):  # the tops of a row of digits, not a rule
+                continue
             across = inside.sum(axis=0) / np.maximum(crossings, 1)
             t = float(np.percentile(across[along], 20))  # strokes on a rule do not count
-            if t <= max(4.0, RULE_THICKNESS * other):
+            if t <= max(4.0, RULE_THICKNESS * other) + INK_SCALE - 1:  # the averaging widens it
                 rule[i], thickness = True, max(thickness, t)
         if not rule.any():
             continue

@@ -2,7 +2,7 @@
 
     images.py    decode a picture: limits, EXIF orientation, transparency          -> load_image
     ink.py       the paper, the ink's polarity and strength, ruled lines erased     -> find_ink
-    segment.py   pieces of ink -> digits in reading order, each cut out             -> extract_digits
+    segment.py   pieces of ink -> digits in reading order, each cut out             -> extract_digits, find_digits
     shape.py     one digit's ink -> MNIST's 28x28 form                              -> to_mnist
 
 MNIST digits are white ink on black, fitted into a 20x20 box with their aspect ratio kept, anti-aliased,
@@ -23,8 +23,8 @@ Nothing here knows about models: the crops go to whatever classifies them (see r
 from digitrec.images import (IMAGE_SUFFIXES, MAX_PIXELS, ImageError, Picture, as_uint8_image, images_in,
                              load_image, to_gray)
 from digitrec.ink import Ink, find_ink
-from digitrec.segment import Crop, extract_digits
+from digitrec.segment import Crop, Found, Rejected, extract_digits, find_digits
 from digitrec.shape import stroke_width, to_mnist
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "Picture", "as_uint8_image", "images_in", "load_image",
-           "to_gray", "Ink", "find_ink", "Crop", "extract_digits", "stroke_width", "to_mnist"]
+           "to_gray", "Ink", "find_ink", "Crop", "Found", "Rejected", "extract_digits", "find_digits", "stroke_width", "to_mnist"]

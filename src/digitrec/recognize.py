@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from digitrec.images import Picture, load_image
-from digitrec.segment import extract_digits
+from digitrec.segment import Rejected, find_digits
 
 LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
 TOP_K = 3  # alternatives kept per digit
@@ -59,11 +59,16 @@ class Reading:
     text: str  # digits in reading order; lines joined by "\n"; "" when there are none
     digits: list[Digit]  # in reading order
     notes: tuple[str, ...] = ()  # things to tell the reader, e.g. only one frame of an animation read
+    rejected: tuple[Rejected, ...] = ()  # marks found that are not digits (separators, dashes, lines), left out of text
 
     def to_dict(self, file: str | None = None) -> dict:
-        """The `digitrec predict --json` object: {"file", "text", "digits": [{label, confidence, box, top}]}."""
+        """The `digitrec predict --json` object: {"file", "text", "digits": [{label, confidence, box, top}]},
+        and "rejected": [{"box", "reason"}] when marks that are not digits were left out."""
         head = {} if file is None else {"file": file}
-        return {**head, "text": self.text, "digits": [d.to_dict() for d in self.digits]}
+        out = {**head, "text": self.text, "digits": [d.to_dict() for d in self.digits]}
+        if self.rejected:
+            out["rejected"] = [{"box": [int(v) for v in r.box], "reason": r.reason} for r in self.rejected]
+        return out
 
     def describe(self) -> str:
         """One line for people: '3141  (lowest confidence 0.97)'; two written lines show as '31 / 41'.
@@ -140,8 +145,9 @@ class Recognizer:
         Raises images.ImageError (a UsageError) when the picture cannot be read.
         """
         picture = load_image(source)
+        found = find_digits(picture.pixels, score=self.classify)  # the classifier chooses where touching digits part
         # A mark whose ink does not survive shaping (to_mnist gives an empty field) is no digit.
-        crops = [c for c in extract_digits(picture.pixels) if c.image.any()]
+        crops = [c for c in found.crops if c.image.any()]
         renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
         probs = self.classify(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
         digits = []
@@ -154,7 +160,7 @@ class Recognizer:
         lines = [""] * (max((d.line for d in digits), default=-1) + 1)
         for d in digits:
             lines[d.line] += str(d.label)
-        return Reading("\n".join(lines), digits, picture.notes)
+        return Reading("\n".join(lines), digits, picture.notes, tuple(found.rejected))
 
 
 def load(run_dir: str | os.PathLike | None = None, backend: str = "auto", threads: int | None = None,

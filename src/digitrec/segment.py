@@ -10,23 +10,31 @@ dropped, lines of writing in reading order, and each digit cut out of the pictur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
 
 from digitrec.images import to_gray
 from digitrec.ink import MASK_LEVEL, WORK_MAX_SIDE, Ink, _erase_rules, find_ink
-from digitrec.shape import to_mnist
+from digitrec.shape import stroke_width, to_mnist
+
+Score = Callable[[np.ndarray], np.ndarray]  # uint8 digits (N, 28, 28) -> probabilities (N, 10)
 
 # Telling digits from other marks (sizes in pixels of the searched picture).
 SPECK_AREA = 0.004  # pieces smaller than this fraction of the largest piece are specks
 MIN_DIGIT_PX = 8  # digits shorter than this cannot be read
 MIN_HEIGHT_RATIO = 0.4  # a digit is at least this fraction of the tallest one in its line ...
 MIN_GLOBAL_HEIGHT_RATIO = 0.2  # ... and of the tallest one in the picture
-MAX_ASPECT = 3.0  # wider than this many heights: a line or a dash, not one digit
+SEPARATOR_HEIGHT = 0.6  # a mark less than this fraction of the line's tallest, wholly below its middle, is a comma or a dot
+MAX_ASPECT = 3.0  # wider than this many heights: a line, a dash or touching digits, not one digit
+DASH_STROKES = 2.5  # a wide piece at most this many stroke widths high is a line or a dash
 BLOB_DENSITY = 0.9  # a wide box filled more than this is a blot, not a digit (a bold 8 fills 0.8)
 MIN_STRENGTH = 1.5  # a digit's ink is at least this many times the ink threshold
+EDGE_THIN = 0.2  # a piece along a side of the picture at most this many heights wide ...
+EDGE_SPAN = 0.8  # ... and at least this share of the picture high is the page's edge, when other ink is there
+EDGE_SMALL = 0.6  # a mark alone in its line, cut by the picture's edge and shorter than this share of the tallest digit, is no digit
 
 # Joining the pieces of one digit (a 5's detached bar, a broken 4), never neighbours.
 JOIN_OVERLAP = 0.5  # horizontal overlap, as a fraction of the narrower piece
@@ -38,6 +46,24 @@ FRAGMENT_HEIGHT = 0.6  # a piece this much shorter than its neighbour is no digi
 FRAGMENT_AREA = 0.02  # ... with less ink than it, but not less than this fraction (a speck) ...
 FRAGMENT_DISTANCE = 0.3  # ... and goes to it if this near (in its heights) by its upper half
 FRAGMENT_ASPECT = 1.3  # ... keeping the digit at most this many heights wide
+JOIN_LINE = 2.0  # a flat piece wider than this many heights of the other is a rule under them, not its part
+
+# Splitting a piece that holds several touching digits: cuts are the cheapest paths from top to bottom
+# through the ink, and the classifier chooses the cuts that read best.
+SPLIT_WIDTH = 1.0  # pieces wider than this many heights may hold several digits
+PART_MIN = 0.15  # a digit cut from a piece is at least this many heights wide (a 1) ...
+PART_MAX = 1.25  # ... and at most this many ...
+PART_HEIGHT = 0.5  # ... and at least this share of the piece's height (digits that touch are of a size)
+CUT_DRIFT = 1.0  # a cut's path pays this much (in ink pixels) for each step sideways
+CUT_MAX_INK = 3.0  # a cut crosses at most this many stroke widths of ink
+CUT_SPACING = 0.12  # cuts closer than this many heights are the same cut
+MAX_CUTS = 10  # the cheapest cuts kept per piece
+PARTS_PER_DIGIT = 3  # a digit spans at most this many cut intervals
+PART_BONUS = 0.3  # log-probability each digit adds: without it one digit always reads better than two
+CUT_PENALTY = 0.2  # log-probability a cut costs per stroke width of ink it crosses
+SURE_WHOLE = 0.95  # a piece less than SURE_SPLIT heights wide read whole this surely is one digit ...
+SURE_SPLIT = 1.4  # ... (wider ones are always tried in parts)
+REMNANT = 0.12  # ink of a cut part smaller than this share of it is the neighbour's, left out
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,18 @@ class Crop:
     image: np.ndarray  # (28, 28) uint8 in MNIST's form: white ink on black, centred by mass
     box: tuple[int, int, int, int]  # (x, y, w, h) in the pixels of the picture it came from
     line: int  # line of writing it belongs to, 0 at the top
+
+
+@dataclass(frozen=True)
+class Rejected:
+    box: tuple[int, int, int, int]  # (x, y, w, h) in the pixels of the picture it came from
+    reason: str  # why it is not a digit, in a few words: "line or dash", "too small", ...
+
+
+@dataclass(frozen=True)
+class Found:
+    crops: list[Crop]  # the digits, in reading order
+    rejected: list[Rejected] = field(default_factory=list)  # marks found that are not digits
 
 
 @dataclass
@@ -82,6 +120,9 @@ def _pieces(mask: np.ndarray) -> tuple[np.ndarray, list[_Blob]]:
 
 def _same_digit(a: _Blob, b: _Blob) -> bool:
     """Pieces of one digit sit one above the other or one inside the other; neighbours side by side."""
+    flat, other = (a, b) if a.w * b.h > b.w * a.h else (b, a)
+    if flat.w > MAX_ASPECT * flat.h and flat.w > JOIN_LINE * other.h:
+        return False
     overlap_x = min(a.x1, b.x1) - max(a.x0, b.x0)
     if overlap_x < JOIN_OVERLAP * min(a.w, b.w):
         return False
@@ -145,54 +186,104 @@ def _lines(blobs: list[_Blob]) -> list[list[_Blob]]:
     return [sorted(members, key=lambda b: (b.x0 + b.x1) / 2) for _, members in lines]
 
 
-def _digit_like(b: _Blob, ink: Ink, labels: np.ndarray) -> bool:
-    if b.h < MIN_DIGIT_PX or b.w > MAX_ASPECT * b.h:
-        return False
-    if b.w >= b.h / 2 and b.area > BLOB_DENSITY * b.w * b.h:
-        return False
+def _not_digit(b: _Blob, ink: Ink, labels: np.ndarray, split: bool, alone: bool) -> str | None:
+    """Why a piece of ink is not a digit (or digits, when they may be split), or None if it may be one."""
+    if b.h < MIN_DIGIT_PX:
+        return "too small"
+    H, W = labels.shape
+    if (not alone and (b.x0 == 0 or b.x1 == W) and b.w <= EDGE_THIN * b.h and b.h >= EDGE_SPAN * H):
+        return "edge of the page"
     own = np.isin(labels[b.y0:b.y1, b.x0:b.x1], b.ids)
-    return float(np.percentile(ink.strength[b.y0:b.y1, b.x0:b.x1][own], 90)) >= MIN_STRENGTH * ink.threshold
+    if b.w > MAX_ASPECT * b.h:
+        # Touching digits make a wide piece too, but they stand many stroke widths high.
+        if not split or b.h <= DASH_STROKES * stroke_width(own.astype(np.float32)):
+            return "line or dash"
+    if b.w >= b.h / 2 and b.area > BLOB_DENSITY * b.w * b.h:
+        return "blot"
+    if float(np.percentile(ink.strength[b.y0:b.y1, b.x0:b.x1][own], 90)) < MIN_STRENGTH * ink.threshold:
+        return "too faint"
+    return None
 
 
-def extract_digits(pixels: np.ndarray) -> list[Crop]:
+def extract_digits(pixels: np.ndarray, score: Score | None = None) -> list[Crop]:
     """Every digit in a picture, in reading order, as a 28x28 MNIST-style crop with its box.
 
-    No ink, or nothing digit-like (specks, lines, blots), gives an empty list.
+    No ink, or nothing digit-like (specks, lines, blots), gives an empty list. With `score` (a
+    classifier), pieces of ink that hold several touching digits are split where the parts read best.
 
     >>> [c.line for c in extract_digits(load_image("two-lines.png").pixels)]
     [0, 0, 1, 1]
     """
+    return find_digits(pixels, score).crops
+
+
+def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
+    """As extract_digits, and also the marks found that are not digits, with their boxes and why."""
     gray = to_gray(pixels)
     h, w = gray.shape
     scale = min(1.0, WORK_MAX_SIDE / max(h, w))
     if scale < 1:
         gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+    def to_picture(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+        return (round(x0 / scale), round(y0 / scale), max(1, round((x1 - x0) / scale)), max(1, round((y1 - y0) / scale)))
+
     ink = find_ink(gray)
     if ink.level == 0:
-        return []
+        return Found([])
     cut = max(ink.threshold, MASK_LEVEL * ink.level)
     _erase_rules(ink.strength, cut)
     mask = (ink.strength > cut).astype(np.uint8)
     labels, blobs = _pieces(mask)
-    blobs = [b for b in _join(blobs) if _digit_like(b, ink, labels)]
-    if not blobs:
-        return []
-    tallest = max(b.h for b in blobs)
+    blobs = _join(blobs)
+    rejected, kept = [], []
+    for b in blobs:
+        reason = _not_digit(b, ink, labels, score is not None, len(blobs) == 1)
+        if reason is None:
+            kept.append(b)
+        elif reason != "too small":
+            rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), reason))
+    if not kept:
+        return Found([], rejected)
+    tallest = max(b.h for b in kept)
     crops = []
-    for n, line in enumerate(_lines(blobs)):
+    lines = _lines(kept)
+    H, W = labels.shape
+    for n, line in enumerate(lines):
+        b = line[0]
+        # A mark alone in a line of its own, cut by the picture's edge and smaller than the digits:
+        # a shadow, the page's edge or the end of a line the photo cuts.
+        if (len(line) == 1 and len(lines) > 1 and b.h < EDGE_SMALL * tallest
+                and (b.x0 == 0 or b.y0 == 0 or b.x1 == W or b.y1 == H)):
+            rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "cut by the picture's edge"))
+            line.clear()
+    for n, line in enumerate(line for line in lines if line):
         line_tallest = max(b.h for b in line)
+        # The band the line's digits fill: a comma or a dot sits below its middle, no digit does.
+        big = [b for b in line if b.h >= SEPARATOR_HEIGHT * line_tallest]
+        middle = (np.median([b.y0 for b in big]) + np.median([b.y1 for b in big])) / 2
         for b in line:
             if b.h < MIN_HEIGHT_RATIO * line_tallest or b.h < MIN_GLOBAL_HEIGHT_RATIO * tallest:
+                rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "smaller than the digits beside it"))
                 continue
-            box = (round(b.x0 / scale), round(b.y0 / scale), max(1, round(b.w / scale)), max(1, round(b.h / scale)))
-            crops.append(Crop(_mnist_form(ink, labels, b), box, n))
+            if b.h < SEPARATOR_HEIGHT * line_tallest and b.y0 > middle:
+                rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "comma or dot"))
+                continue
+            soft, (ox, oy), own = _soft_ink(ink, labels, b)
+            parts = _split(soft, own, b, score) if score is not None and b.w > SPLIT_WIDTH * b.h else None
+            if parts is None:
+                crops.append(Crop(to_mnist(soft), to_picture(b.x0, b.y0, b.x1, b.y1), n))
+            else:
+                for image, (x0, y0, x1, y1) in parts:
+                    crops.append(Crop(image, to_picture(x0 + ox, y0 + oy, x1 + ox, y1 + oy), n))
     # Renumber lines that lost all their members to the height rules.
     renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
-    return [Crop(c.image, c.box, renumber[c.line]) for c in crops]
+    return Found([Crop(c.image, c.box, renumber[c.line]) for c in crops], rejected)
 
 
-def _mnist_form(ink: Ink, labels: np.ndarray, b: _Blob) -> np.ndarray:
-    """Soft ink of one digit (its own pieces only) -> 28x28 uint8 like an MNIST digit."""
+def _soft_ink(ink: Ink, labels: np.ndarray, b: _Blob) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
+    """Soft ink of one piece (its own ink only, with its faint edges) around its box, where that region
+    starts, and which of its pixels are the piece's own strokes."""
     pad = max(2, round(0.1 * max(b.w, b.h)))
     H, W = labels.shape
     x0, y0, x1, y1 = max(0, b.x0 - pad), max(0, b.y0 - pad), min(W, b.x1 + pad), min(H, b.y1 + pad)
@@ -204,4 +295,125 @@ def _mnist_form(ink: Ink, labels: np.ndarray, b: _Blob) -> np.ndarray:
     strength = ink.strength[y0:y1, x0:x1]
     level = max(float(np.median(strength[own])), 2 * ink.threshold)
     soft = np.clip((strength - ink.threshold) / (level - ink.threshold), 0, 1) * keep
-    return to_mnist(soft)
+    return soft.astype(np.float32), (x0, y0), own
+
+
+def _cuts(own: np.ndarray, height: int) -> list[tuple[np.ndarray, float]]:
+    """The cheapest top-to-bottom paths through a piece's ink (one x per row), left to right.
+
+    A path pays one for each ink pixel it crosses and CUT_DRIFT for each step sideways, so it runs
+    down the gap between two digits, bending round their strokes, and crosses where they touch: the
+    few pixels a drop falling between them would roll through.
+    """
+    cost = own.astype(np.float32)
+    h, w = cost.shape
+    inked = np.flatnonzero(own.any(axis=0))
+    # A cut leaves at least a narrow digit on each side: it never goes round the piece.
+    lo, hi = int(inked[0]) + round(PART_MIN * height), int(inked[-1]) + 1 - round(PART_MIN * height)
+    if hi <= lo:
+        return []
+    big = np.float32(1e9)
+    cost[:, :lo] = big
+    cost[:, hi:] = big
+    acc = cost[0].copy()
+    moves = np.zeros((h, w), np.int8)
+    for y in range(1, h):
+        left = np.concatenate(([big], acc[:-1])) + CUT_DRIFT
+        right = np.concatenate((acc[1:], [big])) + CUT_DRIFT
+        stack = np.stack((left, acc, right))  # (3, w): came from x-1, x, x+1
+        step = stack.argmin(axis=0)
+        acc = stack[step, np.arange(w)] + cost[y]
+        moves[y] = step.astype(np.int8) - 1
+    width = stroke_width(own.astype(np.float32)) or 1.0
+    paths, where = [], []
+    for tried, x in enumerate(sorted(range(lo, hi), key=lambda x: acc[x])):
+        if acc[x] > CUT_MAX_INK * width or len(paths) == MAX_CUTS or tried == 4 * MAX_CUTS:
+            break
+        path = np.empty(h, np.int32)
+        path[-1] = x
+        for y in range(h - 1, 0, -1):
+            path[y - 1] = path[y] + moves[y, path[y]]
+        # Paths that end apart often run together above: one cut.
+        mean = float(path.mean())
+        if all(abs(mean - m) >= CUT_SPACING * height for m in where):
+            paths.append((path, float(acc[x]) / width))
+            where.append(mean)
+    order = np.argsort(where)
+    paths = [paths[i] for i in order]
+    return paths
+
+
+def _part_form(soft: np.ndarray) -> np.ndarray | None:
+    """A cut part in MNIST's form, or None when too little of it is left to read (a sliver of stroke)."""
+    try:
+        image = to_mnist(soft)
+    except ZeroDivisionError:  # thinned to nothing inside to_mnist
+        return None
+    return image if image.any() else None
+
+
+def _split(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
+    """Cut a wide piece into the digits it holds, choosing the cuts whose parts the classifier reads best.
+
+    Returns [(28x28 image, (x0, y0, x1, y1) in the soft region)] for two or more digits, or None when
+    the piece reads best whole.
+    """
+    oy, ox = own.shape[0], own.shape[1]
+    ys, xs = np.nonzero(own)
+    top, bottom = int(ys.min()), int(ys.max()) + 1
+    whole_p = float(score(to_mnist(soft)[None])[0].max())
+    if b.w < SURE_SPLIT * b.h and whole_p >= SURE_WHOLE:
+        return None
+    paths = _cuts(own[top:bottom], bottom - top)
+    if not paths:
+        return None
+    # Paths over the whole soft region: rows above and below the piece keep its end points.
+    full = [np.concatenate((np.full(top, p[0]), p, np.full(oy - bottom, p[-1]))) for p, _ in paths]
+    penalty = [0.0] + [CUT_PENALTY * c for _, c in paths] + [0.0]  # paid by the part ending at that cut
+    bounds = [np.full(oy, -1)] + full + [np.full(oy, ox + 1)]
+    cols = np.arange(ox)[None, :]
+    height = b.h
+    spans, images, boxes = [], [], []
+    for i in range(len(bounds) - 1):
+        for j in range(i + 1, min(len(bounds), i + 1 + PARTS_PER_DIGIT)):
+            if i == 0 and j == len(bounds) - 1:
+                continue  # the whole piece: read below
+            inside = (cols >= bounds[i][:, None]) & (cols < bounds[j][:, None])
+            part = own & inside
+            if not part.any():
+                continue
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(part.astype(np.uint8), connectivity=8)
+            areas = stats[1:, 4]
+            keep = np.flatnonzero(areas >= REMNANT * areas.sum()) + 1
+            part = np.isin(lab, keep)
+            pys, pxs = np.nonzero(part)
+            x0, x1 = int(pxs.min()), int(pxs.max()) + 1
+            if not PART_MIN * height <= x1 - x0 <= PART_MAX * height or np.ptp(pys) + 1 < PART_HEIGHT * height:
+                continue
+            # The part's faint edges: the soft ink near its strokes, on its side of the cuts.
+            near = cv2.dilate(part.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            image = _part_form(soft * (near & inside))
+            if image is None:
+                continue
+            images.append(image)
+            boxes.append((x0, int(pys.min()), x1, int(pys.max()) + 1))
+            spans.append((i, j))
+    if not spans:
+        return None
+    probs = score(np.stack(images))
+    gain = np.log(np.maximum(probs.max(axis=1), 1e-9)) + PART_BONUS - np.array([penalty[j] for _, j in spans])
+    whole = float(np.log(max(whole_p, 1e-9))) + PART_BONUS
+    best = np.full(len(bounds), -np.inf)
+    back = [-1] * len(bounds)
+    best[0] = 0.0
+    for k, (i, j) in enumerate(spans):  # spans come in order of i, so best[i] is final when used
+        if best[i] + gain[k] > best[j]:
+            best[j], back[j] = best[i] + gain[k], k
+    if not np.isfinite(best[-1]) or best[-1] <= whole:
+        return None
+    chosen, j = [], len(bounds) - 1
+    while j > 0:
+        k = back[j]
+        chosen.append((images[k], boxes[k]))
+        j = spans[k][0]
+    return chosen[::-1]

@@ -1,0 +1,118 @@
+"""Real documents: ink on printed backgrounds, baselines, marks that are not digits, page edges,
+shadows and touching digits, each drawn here with a known answer and read with the bundled model."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import digitrec
+from digitrec.data import load_mnist
+from digitrec.segment import find_digits
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdigits"
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return digitrec.load()
+
+
+@pytest.fixture(scope="module")
+def pen(real_mnist):
+    """pen(text, height, thickness, gap): ink coverage (float, 0-1) of `text` written with MNIST *training*
+    digits (a stroke font's signs for . , -), `gap` pixels apart (negative: they overlap), with a margin."""
+    train = load_mnist(real_mnist)
+    first = {d: train.train_images[np.flatnonzero(train.train_labels == d)[3]] for d in range(10)}
+
+    def write(text: str, height: int = 60, thickness: int = 1, gap: int = 8) -> np.ndarray:
+        glyphs = []
+        for ch in text:
+            if ch.isdigit():
+                c = first[int(ch)]
+                if thickness > 1:
+                    c = cv2.dilate(c, np.ones((thickness, thickness), np.uint8))
+                f = height / 20
+            else:
+                c = np.zeros((200, 200), np.uint8)
+                cv2.putText(c, ch, (20, 160), cv2.FONT_HERSHEY_SIMPLEX, 4, 255, 18, cv2.LINE_AA)
+                f = height / 140
+            ys, xs = np.nonzero(c)
+            c = c[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+            glyphs.append(cv2.resize(c, (max(1, round(c.shape[1] * f)), max(1, round(c.shape[0] * f))),
+                                     interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.float32) / 255)
+        tall = max(g.shape[0] for g in glyphs)
+        width = sum(g.shape[1] for g in glyphs) + abs(gap) * len(glyphs)
+        m = height // 2
+        canvas = np.zeros((tall + 2 * m, width + 2 * m), np.float32)
+        x = m
+        for ch, g in zip(text, glyphs):
+            top = m + (tall - g.shape[0]) // 2 if ch != "." else m + tall - g.shape[0]
+            if gap < 0 and x > m:  # slide left until the ink meets what is written, then overlap by -gap
+                while x > 0 and not ((canvas[top:top + g.shape[0], x:x + g.shape[1]] > 0.3) & (g > 0.3)).any():
+                    x -= 1
+                x += gap
+            region = canvas[top:top + g.shape[0], x:x + g.shape[1]]
+            np.maximum(region, g, out=region)
+            x += g.shape[1] + max(gap, 0)
+        ys, xs = np.nonzero(canvas > 0.05)
+        return canvas[:ys.max() + m, :xs.max() + m]
+
+    return write
+
+
+def on_paper(ink: np.ndarray, paper: float = 235, colour: float = 40, noise: float = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = paper * (1 - ink) + colour * ink + rng.normal(0, noise, ink.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_a_printed_baseline_under_the_digits_of_a_short_strip(rec, pen):
+    ink = pen("409", height=30, thickness=2, gap=4)
+    ys, xs = np.nonzero(ink > 0.3)
+    bottom = ys.max()
+    ink[bottom + 3:bottom + 6, xs.min() - 10:xs.max() + 10] = 1  # a rule the digits sit on, just under them
+    assert rec.read(on_paper(ink)).text == "409"
+
+
+def test_separators_and_dashes_are_left_out_and_listed(rec, pen):
+    reading = rec.read(on_paper(pen("12.50-", gap=12)))
+    assert reading.text == "1250"
+    out = reading.to_dict()
+    assert [d["label"] for d in out["digits"]] == [1, 2, 5, 0]
+    assert out["rejected"] and all(len(r["box"]) == 4 and r["reason"] for r in out["rejected"])
+    json.dumps(out)
+
+
+def test_a_clean_reading_has_no_rejected_field(rec, pen):
+    out = rec.read(on_paper(pen("38"))).to_dict()
+    assert out["text"] == "38" and "rejected" not in out
+
+
+@pytest.mark.parametrize("text", ["68"])
+def test_touching_digits_are_split(rec, pen, text):
+    ink = pen(text, gap=-2)
+    n, _ = cv2.connectedComponents((ink > 0.3).astype(np.uint8))
+    assert n == 2  # the digits are one piece of ink
+    assert rec.read(on_paper(ink)).text == text
+
+
+def test_without_a_classifier_touching_digits_stay_one_piece(pen):
+    found = find_digits(on_paper(pen("68", gap=-2)))
+    assert len(found.crops) == 1
+
+
+def read_set(rec, folder: str, keep=lambda k: True) -> float:
+    labels = json.loads((REAL / folder / "labels.json").read_text())
+    items = [(k, v) for k, v in labels.items() if keep(k)]
+    return sum(rec.read(REAL / folder / k).text == v for k, v in items) / len(items)
+
+
+def test_bank_check_amounts(rec):
+    assert read_set(rec, "checks") >= 0.31
+
+
+def test_phone_photos_of_single_digits(rec):
+    assert read_set(rec, "photos", lambda k: k.startswith("photo/")) >= 0.94
