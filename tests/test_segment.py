@@ -116,3 +116,26 @@ def test_bank_check_amounts(rec):
 
 def test_phone_photos_of_single_digits(rec):
     assert read_set(rec, "photos", lambda k: k.startswith("photo/")) >= 0.94
+
+
+def pepper(img: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """Salt-and-pepper noise: `share` of the pixels turned black or white at random (a bad sensor, a fax)."""
+    rng = np.random.default_rng(seed)
+    out = img.copy()
+    hit = rng.random(img.shape) < share
+    out[hit] = np.where(rng.random(int(hit.sum())) < 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+@pytest.mark.parametrize("share", [0.02, 0.05])
+def test_a_blank_page_with_salt_and_pepper_noise_reads_nothing_quickly(rec, share):
+    import time
+    page = pepper(np.full((900, 1200), 235, np.uint8), share)
+    t = time.perf_counter()
+    reading = rec.read(page)
+    assert reading.text == "" and not reading.digits
+    assert time.perf_counter() - t < 5  # was over a minute: every dot became a mark to join with every other
+
+
+def test_digits_under_salt_and_pepper_noise_are_read(rec, pen):
+    assert rec.read(pepper(on_paper(pen("3071", height=60, thickness=3, gap=14)), 0.05)).text == "3071"

@@ -24,6 +24,7 @@ MIN_CONTRAST = 0.1  # and be at least this much darker than the paper around it 
 MASK_LEVEL = 0.12  # strokes are where ink exceeds this fraction of the typical ink strength
 PAPER_FLOOR = 16  # grey level below which a board counts as this bright (ink is a ratio to it)
 INK_SCALE = 3  # ink is averaged over squares this many pixels wide (a thin pen's stroke)
+IMPULSE_SHARE = 0.5  # when more of the pixels standing out than this stand alone, they are salt-and-pepper noise
 PAPER_SHOWS = 0.25  # a region along the border where this share is paper between strokes is ink on paper, not a desk
 
 # Ruled lines (notebook rules, graph paper, a margin) are erased before digits are looked for.
@@ -67,6 +68,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     strength /= np.maximum(paper, PAPER_FLOOR)
     if edges.any():
         strength[_upscale(edges, w, h) > 0] = 0
+    strength = _without_impulses(strength, step)
     # Measured over a stroke's width rather than a pixel: printed dots and hatching under the ink are
     # finer than a pen's stroke and average out, the stroke does not.
     strength = cv2.blur(strength, (INK_SCALE, INK_SCALE))
@@ -82,6 +84,25 @@ def find_ink(gray: np.ndarray) -> Ink:
         inked = strength[strength > threshold]
     level = float(np.percentile(inked, 75)) if inked.size else 0.0
     return Ink(strength, threshold, level, dark)
+
+
+def _without_impulses(strength: np.ndarray, step: int) -> np.ndarray:
+    """The strength with salt-and-pepper noise taken out by a 3x3 median, when the picture has it.
+
+    A stroke's pixels stand out together; the dots of impulse noise (a bad sensor, a fax, dust) stand
+    out one by one. Averaging would spread each dot into a speck, and specks close together into marks
+    that read as digits, so when most pixels that stand out have no neighbour that does, the median
+    goes first. It would thin hairline strokes, so it is used only then.
+    """
+    raw = strength > float(np.median(strength[::step, ::step])) + MIN_CONTRAST
+    out = int(raw.sum())
+    if out < 100:
+        return strength
+    neighbours = cv2.filter2D(raw.astype(np.uint8), -1, np.ones((3, 3), np.float32), borderType=cv2.BORDER_CONSTANT)
+    alone = int((raw & (neighbours == 1)).sum())  # the pixel itself is its only one
+    if alone <= IMPULSE_SHARE * out:
+        return strength
+    return cv2.medianBlur(strength.astype(np.float32), 3)
 
 
 def _paper(small: np.ndarray, median: np.ndarray, dark: bool) -> tuple[np.ndarray, np.ndarray]:

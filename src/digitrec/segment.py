@@ -23,7 +23,9 @@ from digitrec.shape import stroke_width, to_mnist
 Score = Callable[[np.ndarray], np.ndarray]  # uint8 digits (N, 28, 28) -> probabilities (N, 10)
 
 # Telling digits from other marks (sizes in pixels of the searched picture).
-SPECK_AREA = 0.004  # pieces smaller than this fraction of the largest piece are specks
+SPECK_AREA = 0.004  # pieces smaller than this fraction of the largest piece are specks ...
+SPECK_PX = 3  # ... and so are pieces of fewer pixels
+MAX_PIECES = 300  # no page holds more digits' pieces than this: beyond it, the smallest are noise
 MIN_DIGIT_PX = 8  # digits shorter than this cannot be read
 MIN_HEIGHT_RATIO = 0.4  # a digit is at least this fraction of the tallest one in its line ...
 MIN_GLOBAL_HEIGHT_RATIO = 0.2  # ... and of the tallest one in the picture
@@ -114,7 +116,8 @@ def _pieces(mask: np.ndarray) -> tuple[np.ndarray, list[_Blob]]:
     blobs = [_Blob(x, y, x + w, y + h, a, [i]) for i, (x, y, w, h, a) in enumerate(stats) if i]
     if blobs:
         largest = max(b.area for b in blobs)
-        blobs = [b for b in blobs if b.area >= max(3, SPECK_AREA * largest)]
+        blobs = [b for b in blobs if b.area >= max(SPECK_PX, SPECK_AREA * largest)]
+        blobs = sorted(blobs, key=lambda b: -b.area)[:MAX_PIECES]
     return labels, blobs
 
 
