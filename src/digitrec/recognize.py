@@ -107,8 +107,9 @@ class Recognizer:
     """
 
     def __init__(self, logits: Logits, meta: dict | None = None, low_confidence: float = LOW_CONFIDENCE,
-                 name: str | None = None):
+                 name: str | None = None, marks: bool = True):
         self.logits = logits
+        self.marks = marks  # leave out marks that are no digit at all (letters, symbols, scribbles)
         self.meta = meta or {}  # the checkpoint's model.json: architecture, metrics, ...
         self.low_confidence = low_confidence
         self.name = name  # how users are told which model reads: "bundled", "personal, 40 samples", a folder
@@ -148,6 +149,14 @@ class Recognizer:
         found = find_digits(picture.pixels, score=self.classify)  # the classifier chooses where touching digits part
         # A mark whose ink does not survive shaping (to_mnist gives an empty field) is no digit.
         crops = [c for c in found.crops if c.image.any()]
+        rejected = [Rejected(tuple(v * picture.scale for v in r.box), r.reason) for r in found.rejected]
+        if self.marks and crops:
+            from digitrec.marks import MARK_LEVEL, digit_probability
+
+            digit_like = digit_probability(np.stack([c.image for c in crops])) >= MARK_LEVEL
+            rejected += [Rejected(tuple(v * picture.scale for v in c.box), "not a digit")
+                         for c, keep in zip(crops, digit_like) if not keep]
+            crops = [c for c, keep in zip(crops, digit_like) if keep]
         renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
         probs = self.classify(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
         digits = []
@@ -160,7 +169,7 @@ class Recognizer:
         lines = [""] * (max((d.line for d in digits), default=-1) + 1)
         for d in digits:
             lines[d.line] += str(d.label)
-        return Reading("\n".join(lines), digits, picture.notes, tuple(found.rejected))
+        return Reading("\n".join(lines), digits, picture.notes, tuple(rejected))
 
 
 def load(run_dir: str | os.PathLike | None = None, backend: str = "auto", threads: int | None = None,
