@@ -70,7 +70,20 @@ def test_training_marks_are_no_digit_shapes_in_mnist_form():
     assert set(labels) <= set(range(10)) and len(set(labels)) > 5
     # In MNIST's form: ink inside the 20x20 centre box, nothing on the border, full strength somewhere.
     assert (m[:, :2].max() == 0) and (m[:, :, :2].max() == 0) and (m.reshape(40, -1).max(axis=1) > 200).all()
-    assert not set(marks.NOT_DIGITS) & set("0123456789OoIlZzSsBgqP")
+    assert not set(marks.NOT_DIGITS) & set("0123456789OoIlZzSsBgqPCLhUVnrt<>")
+    ones = marks.continental_ones(10, seed=0)
+    assert ones.shape == (10, 28, 28) and (ones.reshape(10, -1).max(axis=1) > 200).all()
+
+
+def test_clutter_adds_ink_around_inputs_and_keeps_their_range():
+    import torch
+
+    x = torch.from_numpy(marks.make_marks(64, seed=1)).float().div(255)[:, None]
+    y = marks.clutter(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert (y >= x).all()  # clutter only adds ink
+    changed = (y - x).flatten(1).sum(1) > 1
+    assert 0.2 < float(changed.float().mean()) < 0.9  # some inputs get clutter, not all
 
 
 def test_train_and_export_commands(tmp_path, real_mnist, monkeypatch, capsys):
@@ -86,7 +99,7 @@ def test_train_and_export_commands(tmp_path, real_mnist, monkeypatch, capsys):
     assert marks.main(["export", str(tmp_path / "run"), "--dest", str(dest)]) == 0
     assert dest.stat().st_size > 10_000 and json.loads(dest.with_suffix(".json").read_text())["steps"] == 3
     assert marks.main(["export", str(tmp_path / "nothing")]) == 2
-    assert "no marks.pt" in capsys.readouterr().err
+    assert "no marks.safetensors" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:
         marks.main(["train", "--out", str(tmp_path / "x"), "--steps", "0"])
     assert stop.value.code == 2

@@ -4,7 +4,8 @@ A digit classifier has ten answers and gives one of them to anything, often sure
 as a 4, a `$` as an 8. A second, small network looks at the same 28x28 input and says how likely
 it is to be a digit at all. It learned from MNIST training digits and digits in many typefaces
 (digits) against letters, symbols and scribbles in many typefaces, pen widths and slants (not
-digits). Letters that are written like digits (O, l, I, Z, S, B, g, q, P, C, L, h, ...) are left out of the
+digits). Letters and signs that are written like digits (O, l, I, Z, S, B, g, q, P, C, L, h, U, V,
+n, r, t, < and >, which is how continental 1s and open 0s look) are left out of the
 "not a digit" side: a reader cannot tell them apart from the digit either.
 
     python -m digitrec.marks train --out runs/marks [--steps N] [--threads N]
@@ -31,12 +32,13 @@ from digitrec.shape import to_mnist
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "marks.onnx"
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian's fonts-dejavu-core; used for training only
 # Letters and signs that no one writes as a digit (the lookalikes listed above are left out).
-NOT_DIGITS = "AEFHKMNRUVWXYaefkmnrtuvwxy$#%&@*+=?<>~"
+NOT_DIGITS = "AEFHKMNRWXYaefkmwxy$#%&@*+=?~"
 SCRIBBLE_SHARE = 0.25  # share of the marks that are scribbles: random pen paths with sharp turns ...
 SCRIBBLE_SPREAD = 0.5  # ... whose ink is at least this many times as wide as high (or high as wide)
 HERSHEY = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX,
            cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_PLAIN]
 HELD_OUT_FONT = cv2.FONT_HERSHEY_SCRIPT_COMPLEX  # never trained on: measures marks in a hand not seen
+CLUTTER_SHARE = 0.25  # share of the training inputs that get each kind of clutter
 MARK_LEVEL = 0.02  # a mark the network gives less than this probability of being a digit is left out
 TRAIN_DIGITS = 50_000  # MNIST training digits learned from; the rest of the training set measures
 
@@ -128,6 +130,53 @@ def make_font_digits(n: int, seed: int, fonts: list | None = None) -> tuple[np.n
     return np.stack(out), np.array(labels)
 
 
+def continental_ones(n: int, seed: int) -> np.ndarray:
+    """1s as they are written in much of Europe: a long up-stroke to the top, then the stem down, some
+    with a foot; MNIST has few of them, and without them they would look like marks (28x28 uint8)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        c = np.zeros((160, 160), np.uint8)
+        top, bottom = np.array([90.0, 20.0]), np.array([90 + rng.uniform(-10, 10), 140.0])
+        flag = top + np.array([-rng.uniform(20, 45), rng.uniform(25, 70)])
+        pts = [flag, top, bottom]
+        if rng.random() < 0.35:
+            pts += [bottom + np.array([rng.uniform(15, 30), 0])]
+            pts = [flag, top, bottom, bottom - np.array([rng.uniform(15, 30), 0])] + pts[3:]
+        cv2.polylines(c, [np.array(pts, np.int32)], False, 255, int(rng.integers(4, 14)), cv2.LINE_AA)
+        image = _shaped(_warp(c.astype(np.float32) / 255, rng))
+        if image is not None:
+            out.append(image)
+    return np.stack(out)
+
+
+def clutter(x, g):
+    """What cutting a digit out of a real page leaves around it, put on digits and marks alike so that it
+    tells neither: a rule under or through it, a neighbour's stroke at a side, specks."""
+    import torch
+
+    b = x.shape[0]
+    x = x.clone()
+    rows = torch.arange(28, device=x.device).view(1, 28, 1)
+    cols = torch.arange(28, device=x.device).view(1, 1, 28)
+    # A rule: a near-horizontal band of 1-2 pixels at a random height.
+    ruled = torch.rand(b, generator=g) < CLUTTER_SHARE
+    y = torch.randint(4, 27, (b, 1, 1), generator=g)
+    slope = (torch.rand(b, 1, 1, generator=g) - 0.5) * 0.2
+    band = ((rows - y - slope * (cols - 14)).abs() < torch.rand(b, 1, 1, generator=g) + 0.5).float()
+    x[ruled, 0] = torch.maximum(x[ruled, 0], band[ruled] * torch.rand(int(ruled.sum()), 1, 1, generator=g).add(0.4).clamp(max=1))
+    # A neighbour's edge: another image of the batch, shifted so that only its side shows.
+    near = torch.rand(b, generator=g) < CLUTTER_SHARE
+    other = x[torch.randperm(b, generator=g)]
+    shift = int(torch.randint(16, 22, (1,), generator=g)) * (1 if torch.rand(1, generator=g) < 0.5 else -1)
+    x[near] = torch.maximum(x[near], torch.roll(other[near], shift, dims=3) * (cols.view(1, 1, 1, 28) < 4).logical_or(cols.view(1, 1, 1, 28) > 23))
+    # Specks of a printed background.
+    specked = torch.rand(b, generator=g) < CLUTTER_SHARE
+    specks = (torch.rand(b, 1, 28, 28, generator=g) < 0.01).float() * torch.rand(b, 1, 1, 1, generator=g)
+    x[specked] = torch.maximum(x[specked], specks[specked])
+    return x
+
+
 def build_model():
     import torch.nn as nn
     return nn.Sequential(
@@ -153,9 +202,10 @@ def train(out: Path, steps: int, threads: int, seed: int = 0, batch: int = 128, 
     mnist = load_mnist()
     digits = mnist.train_images[:TRAIN_DIGITS]
     printed, _ = make_font_digits(8000, seed + 1)
+    ones = continental_ones(3000, seed + 3)
     marks = make_marks(30000, seed + 2)
     log(f"made {len(marks)} marks and {len(printed)} printed digits in {time.perf_counter() - t0:.0f} s")
-    pos = torch.from_numpy(np.concatenate([digits, printed])).float().div(255)[:, None]
+    pos = torch.from_numpy(np.concatenate([digits, printed, ones])).float().div(255)[:, None]
     neg = torch.from_numpy(marks).float().div(255)[:, None]
     model = build_model()
     opt = AdamW([{"params": list(model.parameters()), "weight_decay": 1e-4}], lr=2e-3)
@@ -166,7 +216,7 @@ def train(out: Path, steps: int, threads: int, seed: int = 0, batch: int = 128, 
         for group in opt.param_groups:
             group["lr"] = lr
         x = torch.cat([pos[torch.randint(len(pos), (half,), generator=g)], neg[torch.randint(len(neg), (half,), generator=g)]])
-        x = augment_batch(x, g)
+        x = clutter(augment_batch(x, g), g)
         y = torch.cat([torch.ones(half), torch.zeros(half)])
         loss = F.binary_cross_entropy_with_logits(model(x)[:, 0], y)
         opt.zero_grad()
@@ -177,11 +227,11 @@ def train(out: Path, steps: int, threads: int, seed: int = 0, batch: int = 128, 
     model.eval()
     facts = measure(lambda x: _torch_p(model, x), mnist)
     facts.update(steps=steps, batch=batch, seconds=round(time.perf_counter() - t0),
-                 trained_on=f"MNIST training digits 0-{TRAIN_DIGITS - 1}, 8000 printed digits and 30000 marks "
+                 trained_on=f"MNIST training digits 0-{TRAIN_DIGITS - 1}, 8000 printed digits, 3000 drawn continental 1s and 30000 marks "
                             f"({NOT_DIGITS} and scribbles) drawn with Hershey and DejaVu fonts")
-    buf = __import__("io").BytesIO()
-    torch.save(model.state_dict(), buf)
-    atomic_write_bytes(out / "marks.pt", buf.getvalue())
+    from safetensors.torch import save
+
+    atomic_write_bytes(out / "marks.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
     atomic_write_bytes(out / "marks.json", json.dumps(facts, indent=1).encode())
     log(json.dumps(facts, indent=1))
     return facts
@@ -212,7 +262,9 @@ def export(run: Path, dest: Path = WEIGHTS) -> Path:
 
     from digitrec.data import atomic_write_bytes
     model = build_model()
-    model.load_state_dict(torch.load(run / "marks.pt", weights_only=True))
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(run / "marks.safetensors"))
     model.eval()
     buf = io.BytesIO()
     torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), buf, dynamo=False, opset_version=17,
@@ -263,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--steps must be 1-1000000 and --threads 1-256")
         train(args.out, args.steps, args.threads, args.seed)
     else:
-        if not (args.run / "marks.pt").is_file():
-            print(f"python -m digitrec.marks: {args.run}: no marks.pt (train first)", file=sys.stderr)
+        if not (args.run / "marks.safetensors").is_file():
+            print(f"python -m digitrec.marks: {args.run}: no marks.safetensors (train first)", file=sys.stderr)
             return 2
         print(export(args.run, args.dest))
     return 0
