@@ -39,7 +39,7 @@ HERSHEY = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_C
            cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_PLAIN]
 HELD_OUT_FONT = cv2.FONT_HERSHEY_SCRIPT_COMPLEX  # never trained on: measures marks in a hand not seen
 CLUTTER_SHARE = 0.25  # share of the training inputs that get each kind of clutter
-MARK_LEVEL = 0.01  # a mark the network gives less than this probability of being a digit is left out (0.02% of MNIST test digits are)
+MARK_LEVEL = 0.002  # a mark the network gives less than this probability of being a digit is left out (no MNIST test digit is)
 TRAIN_DIGITS = 50_000  # MNIST training digits learned from; the rest of the training set measures
 
 
