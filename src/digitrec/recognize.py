@@ -30,6 +30,7 @@ from digitrec.segment import Rejected, find_digits
 
 LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
 TOP_K = 3  # alternatives kept per digit
+STRING_WEIGHT = 0.5  # a digit cut from a string reads by classifier^(1-w) * string model^w
 DECIMALS = 4  # probabilities in JSON; smaller ones keep one significant digit (0.0004, 3e-06)
 
 Logits = Callable[[np.ndarray], np.ndarray]  # float32 (N, 1, 28, 28) -> logits (N, 10)
@@ -150,6 +151,7 @@ class Recognizer:
         crops = [c for c in found.crops if c.image.any()]
         renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
         probs = self.classify(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
+        probs = [p if c.string_probs is None else _together(p, c.string_probs) for c, p in zip(crops, probs)]
         digits = []
         for crop, p in zip(crops, probs):
             order = np.argsort(-p)[:max(1, top_k)]
@@ -161,6 +163,12 @@ class Recognizer:
         for d in digits:
             lines[d.line] += str(d.label)
         return Reading("\n".join(lines), digits, picture.notes, tuple(found.rejected))
+
+
+def _together(classifier: np.ndarray, string: np.ndarray) -> np.ndarray:
+    """What the classifier and the string model read in one digit, weighed as measured (STRING_WEIGHT)."""
+    p = np.maximum(classifier, 1e-9) ** (1 - STRING_WEIGHT) * np.maximum(string, 1e-9) ** STRING_WEIGHT
+    return (p / p.sum()).astype(np.float32)
 
 
 def load(run_dir: str | os.PathLike | None = None, backend: str = "auto", threads: int | None = None,

@@ -41,7 +41,7 @@ ONNX_NAME = "strings.onnx"
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
 TRAIN_POOL = 50000  # strings are made from MNIST training digits below this index only ...
-HELD_OUT = (50000, 60000)  # ... and measured on these, which training never sees
+HELD_OUT = (50000, 60000)  # ... and measured on the ones after them, which training never sees
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -97,7 +97,9 @@ DRIFT = 0.06  # ... and the line climbs or falls this much per digit
 GAP_APART = (0.05, 0.5)  # neighbours apart: gap in digit heights
 GAP_TOUCH = (-0.12, 0.03)  # touching: bounding boxes meet, give or take this share of the narrower one
 GAP_OVERLAP = (-0.38, -0.12)  # overlapping: up to ~35% of the narrower digit
-GAP_MODES = (0.2, 0.35, 0.45)  # how often neighbours stand apart, touch, overlap
+GAP_MODES = (0.2, 0.2, 0.25, 0.35)  # how often neighbours stand apart, touch, overlap, are slid into contact
+INK_CONTACT = 0.35  # strokes meet where both digits' ink is above this
+CONTACT_OVERLAP = (0.0, 0.12)  # after their strokes meet, neighbours slide on by this share of the height
 LIGATURE = 0.2  # chance that a pen stroke joins two neighbours
 SEPARATOR = 0.12  # chance of a dot, comma or dash between two neighbours (read as nothing)
 RULE = 0.12  # chance of a rule under (or, a quarter of those, through) the string
@@ -137,6 +139,21 @@ class StringMaker:
 
         return lo + (hi - lo) * torch.rand(shape, generator=self.gen)
 
+    def _draw(self, idx, on, placement, B: int, L: int, W: int):
+        """Each digit drawn into its own picture of the string: (B, L, H, W)."""
+        import torch
+        import torch.nn.functional as F
+
+        scx, scy, tcx, tcy, zoom, slant, stretch = (t.flatten()[on][:, None, None] for t in placement)  # (n, 1, 1)
+        vs = torch.arange(HEIGHT, dtype=torch.float32)[None, :, None] + 0.5  # (1, H, 1)
+        us = torch.arange(W, dtype=torch.float32)[None, None, :] + 0.5  # (1, 1, W)
+        sy = scy + (vs - tcy) / zoom
+        sx = scx + ((us - tcx) - slant * (vs - tcy)) / stretch  # (n, H, W)
+        grid = torch.stack([sx.expand(-1, HEIGHT, W) / 14 - 1, sy.expand(-1, HEIGHT, W) / 14 - 1], -1)
+        drawn = torch.zeros(B * L, HEIGHT, W)
+        drawn[on] = F.grid_sample(self.images[idx.flatten()[on]], grid, align_corners=False)[:, 0]
+        return drawn.view(B, L, HEIGHT, W)
+
     def batch(self, size: int, max_len: int = len(LENGTH_WEIGHTS)):
         """(pictures (B, 1, 32, W), labels (B, max_len) 0-9 padded with -1, lengths (B,))."""
         import torch
@@ -163,7 +180,7 @@ class StringMaker:
         # Gaps after each digit, by how the neighbours meet.
         mode = torch.multinomial(torch.tensor(GAP_MODES), B * L, replacement=True, generator=self.gen).view(B, L)
         narrower = torch.minimum(extent, torch.roll(extent, -1, dims=1))
-        gap = torch.where(mode == 0, u((B, L), *GAP_APART) * hs,
+        gap = torch.where((mode == 0) | (mode == 3), u((B, L), *GAP_APART) * hs,  # contact: slid together below
                           torch.where(mode == 1, u((B, L), *GAP_TOUCH), u((B, L), *GAP_OVERLAP)) * narrower)
         sep = (torch.rand((B, L), generator=self.gen) < SEPARATOR) & (torch.arange(L)[None] < lengths[:, None] - 1)
         sep_kind = torch.randint(0, 3, (B, L), generator=self.gen)  # dot, comma, dash
@@ -180,15 +197,20 @@ class StringMaker:
 
         # Each digit drawn into its own picture of the string, then the pictures laid over each other.
         on = live.flatten()  # only the digits there are get drawn
-        vs = torch.arange(HEIGHT, dtype=torch.float32)[None, :, None] + 0.5  # (1, H, 1)
-        us = torch.arange(W, dtype=torch.float32)[None, None, :] + 0.5  # (1, 1, W)
-        e = lambda t: t.flatten()[on][:, None, None]  # noqa: E731  (B, L) -> (n, 1, 1)
-        sy = e(scy) + (vs - e(tcy)) / e(zoom)
-        sx = e(scx) + ((us - e(tcx)) - e(slant) * (vs - e(tcy))) / e(tw / sw)  # (n, H, W)
-        grid = torch.stack([sx.expand(-1, HEIGHT, W) / 14 - 1, sy.expand(-1, HEIGHT, W) / 14 - 1], -1)
-        drawn = torch.zeros(B * L, HEIGHT, W)
-        drawn[on] = F.grid_sample(self.images[idx.flatten()[on]], grid, align_corners=False)[:, 0]
-        drawn = drawn.view(B, L, HEIGHT, W)
+        drawn = self._draw(idx, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
+        # Neighbours in contact: slid together until their strokes meet in some row, then overlapping more.
+        contact = (mode == 3) & ~sep & (torch.arange(L)[None] < lengths[:, None] - 1)
+        if contact.any():
+            cols = torch.arange(W, dtype=torch.float32)
+            ink = drawn > INK_CONTACT
+            rightmost = torch.where(ink, cols, -1e6).max(dim=-1).values  # (B, L, H)
+            leftmost = torch.where(ink, cols, 1e6).min(dim=-1).values
+            apart = (torch.roll(leftmost, -1, dims=1) - rightmost).min(dim=-1).values  # (B, L) columns between them
+            slide = torch.where(contact & (apart < W), apart + u((B, L), *CONTACT_OVERLAP) * hs, 0)
+            shift = -torch.cat([torch.zeros(B, 1), torch.cumsum(slide, 1)[:, :-1]], 1)  # digit i moves by all before it
+            left, tcx = left + shift, tcx + shift
+            right = torch.where(live, left + extent, 0).max(dim=1).values
+            drawn = self._draw(idx, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
         x = drawn.max(dim=1).values  # (B, H, W)
 
         # Strokes that are not digits: ligatures, separators, rules (segments with round ends).
@@ -368,16 +390,20 @@ def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool 
     if not resume and (out / STATE).is_file():
         raise UsageError(f"{out}: a string model is already training there; add --resume to go on with it")
     mnist = load_mnist(data_dir)
+    if len(mnist.train_images) <= pool:
+        raise UsageError(f"the training set has {len(mnist.train_images)} digits: strings are made from the first "
+                         f"{pool} and measured on the ones after them, so it needs more")
     images, labels = mnist.train_images[:pool], mnist.train_labels[:pool]
     maker = StringMaker(images, labels, seed=0)
-    held = mnist.train_images[HELD_OUT[0]:HELD_OUT[1]], mnist.train_labels[HELD_OUT[0]:HELD_OUT[1]]
+    held_out = (pool, min(len(mnist.train_images), pool + HELD_OUT[1] - HELD_OUT[0]))
+    held = mnist.train_images[held_out[0]:held_out[1]], mnist.train_labels[held_out[0]:held_out[1]]
     torch.manual_seed(0)
     model = build_model()
     decay = [p for p in model.parameters() if p.ndim > 1]
     other = [p for p in model.parameters() if p.ndim <= 1]
     opt = AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": other}], lr=LR)
     meta = {"steps": steps, "batch": BATCH, "lr": LR, "train_digits": f"MNIST training images 0-{pool - 1}",
-            "train_sha256": content_sha256(images, labels), "held_out": f"MNIST training images {HELD_OUT[0]}-{HELD_OUT[1] - 1}",
+            "train_sha256": content_sha256(images, labels), "held_out": f"MNIST training images {held_out[0]}-{held_out[1] - 1}",
             "seconds": 0.0, "history": []}
     step = 0
     if resume:
@@ -526,6 +552,12 @@ def read(soft: np.ndarray) -> list[tuple[int, float, int, int]]:
     >>> [d for d, *_ in read(soft_of_touching_47)]
     [4, 7]
     """
+    return [(int(p.argmax()), float(p.max()), x0, x1) for p, x0, x1 in read_spans(soft)]
+
+
+def read_spans(soft: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+    """As read, with each digit's ten probabilities (at the column where it is surest) instead of one."""
+    soft = np.asarray(soft, np.float32)
     x, f, first = prepare(soft)
     logits = _run(x[None, None])[0]  # (T, 11)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -533,17 +565,22 @@ def read(soft: np.ndarray) -> list[tuple[int, float, int, int]]:
     found = greedy(probs)
     if not found:
         return []
-    width = np.asarray(soft).shape[1]
+    width = soft.shape[1]
 
     def column(frame: float) -> int:  # a frame boundary in the piece's columns
         return int(np.clip(round((frame * FRAME - MARGIN) / f + first), 0, width))
 
-    ink_cols = np.flatnonzero((np.asarray(soft) > INK_EPS).any(axis=0))
+    ink_cols = np.flatnonzero((soft > INK_EPS).any(axis=0))
     centres = [(a + b) / 2 for _, _, a, b in found]
     cuts = [column((a + b) / 2) for a, b in zip(centres, centres[1:])]
     starts = [int(ink_cols[0])] + cuts
     ends = cuts + [int(ink_cols[-1]) + 1]
-    return [(d, p, s, max(e_, s + 1)) for (d, p, _, _), s, e_ in zip(found, starts, ends)]
+    out = []
+    for (d, _, a, b), s, e_ in zip(found, starts, ends):
+        peak = a + int(probs[a:b, d + 1].argmax())
+        digits = probs[peak, 1:] / max(float(probs[peak, 1:].sum()), 1e-9)  # blank left out
+        out.append((digits.astype(np.float32), s, max(e_, s + 1)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- commands
