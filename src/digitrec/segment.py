@@ -65,7 +65,7 @@ CUT_PENALTY = 0.2  # log-probability a cut costs per stroke width of ink it cros
 SURE_WHOLE = 0.95  # a piece less than SURE_SPLIT heights wide read whole this surely is one digit ...
 SURE_SPLIT = 1.4  # ... (wider ones are always tried in parts)
 REMNANT = 0.12  # ink of a cut part smaller than this share of it is the neighbour's, left out
-STRING_MIN_WIDTH = 0.6  # pieces at least this many heights wide are offered to the string model too ...
+STRING_MIN_WIDTH = 0.7  # pieces at least this many heights wide are offered to the string model too (a bold 1 is 0.65) ...
 STRING_SURE = 0.9  # ... which reads one narrower than SPLIT_WIDTH only if each of its 2+ digits is this sure
 INK_SPAN = 0.05  # soft ink above this is a digit's when its box is measured without its strokes
 
@@ -277,7 +277,7 @@ def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
             soft, (ox, oy), own = _soft_ink(ink, labels, b)
             parts = None
             if score is not None and strings.available() and b.w > STRING_MIN_WIDTH * b.h:
-                parts = _read_string(soft, own, None if b.w > SPLIT_WIDTH * b.h else score)
+                parts = _read_string(soft, own, b, score)
             elif score is not None and b.w > SPLIT_WIDTH * b.h:
                 parts = _split(soft, own, b, score)
             if parts is None:
@@ -361,19 +361,22 @@ def _part_form(soft: np.ndarray) -> np.ndarray | None:
     return image if image.any() else None
 
 
-def _read_string(soft: np.ndarray, own: np.ndarray, score: Score | None = None):
+def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
     """Read a wide piece with the string model: [(28x28 image, (x0, y0, x1, y1), ten probabilities)] for
     each digit it holds, left to right, cut from the piece at the columns the model read it in; None
-    when it reads no digit there (the piece is read whole then, as before).
+    when the piece reads best whole (then it is, as before).
 
-    With `score`, the piece is narrow and the string model's reading is taken only when it is sure
-    of two digits or more and the classifier is not sure of one.
+    As for cuts, a piece less than SURE_SPLIT heights wide stays whole when the classifier is surer of
+    it whole than the string model is of all its digits together (a wide 2 or a bold 1 must not become
+    two digits); one narrower than SPLIT_WIDTH parts only where the string model is sure of each digit.
     """
     spans = strings.read_spans(soft)
-    if not spans:
+    if len(spans) < 2:
         return None
-    if score is not None and (len(spans) < 2 or min(float(p.max()) for p, _, _ in spans) < STRING_SURE
-                              or float(score(to_mnist(soft)[None])[0].max()) >= SURE_WHOLE):
+    if b.w <= SPLIT_WIDTH * b.h and min(float(p.max()) for p, _, _ in spans) < STRING_SURE:
+        return None
+    # Reading the piece whole must be less likely than the string model's reading of all its digits.
+    if b.w < SURE_SPLIT * b.h and float(score(to_mnist(soft)[None])[0].max()) >= np.prod([p.max() for p, _, _ in spans]):
         return None
     parts = []
     for probs, x0, x1 in spans:
