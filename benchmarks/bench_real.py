@@ -1,6 +1,7 @@
 """How well and how fast real documents are read: every set in ../shared/realdigits, plus numbers of
-touching digits made from MNIST *training* digits, and pictures of one mark that is no digit (a
-letter, a sign or a scribble in a hand no reader learned from), which are right when nothing is read.
+touching digits made from MNIST *training* digits 50000-59999 (held out from the string model's
+training), and pictures of one mark that is no digit (a letter, a sign or a scribble in a hand no
+reader learned from), which are right when nothing is read.
 
 For each set: exact match of the whole text, per-digit accuracy where the length read is right, how
 often nothing was read, and the median read time per picture. `--sheets DIR` writes PNG contact

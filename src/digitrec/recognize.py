@@ -30,6 +30,7 @@ from digitrec.segment import Rejected, find_digits
 
 LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
 TOP_K = 3  # alternatives kept per digit
+STRING_WEIGHT = 1.0  # a digit cut from a string reads by classifier^(1-w) * string model^w: the string model alone reads best
 DECIMALS = 4  # probabilities in JSON; smaller ones keep one significant digit (0.0004, 3e-06)
 
 Logits = Callable[[np.ndarray], np.ndarray]  # float32 (N, 1, 28, 28) -> logits (N, 10)
@@ -148,17 +149,21 @@ class Recognizer:
         picture = load_image(source)
         found = find_digits(picture.pixels, score=self.classify)  # the classifier chooses where touching digits part
         # A mark whose ink does not survive shaping (to_mnist gives an empty field) is no digit.
-        crops = [c for c in found.crops if c.image.any()]
+        # A digit the string model read is one even when its cut is too thin to shape (a 1 inside a 4).
+        crops = [c for c in found.crops if c.image.any() or c.string_probs is not None]
         rejected = [Rejected(tuple(v * picture.scale for v in r.box), r.reason) for r in found.rejected]
-        if self.marks and crops:
+        # Digits read whole (not those the string model read in a string) may be marks that are no digit.
+        single = [i for i, c in enumerate(crops) if c.string_probs is None]
+        if self.marks and single:
             from digitrec.marks import MARK_LEVEL, digit_probability
 
-            digit_like = digit_probability(np.stack([c.image for c in crops])) >= MARK_LEVEL
-            rejected += [Rejected(tuple(v * picture.scale for v in c.box), "not a digit")
-                         for c, keep in zip(crops, digit_like) if not keep]
-            crops = [c for c, keep in zip(crops, digit_like) if keep]
+            p = digit_probability(np.stack([crops[i].image for i in single]))
+            drop = {i for i, pi in zip(single, p) if pi < MARK_LEVEL}
+            rejected += [Rejected(tuple(v * picture.scale for v in crops[i].box), "not a digit") for i in sorted(drop)]
+            crops = [c for i, c in enumerate(crops) if i not in drop]
         renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
         probs = self.classify(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
+        probs = [p if c.string_probs is None else _together(p, c.string_probs) for c, p in zip(crops, probs)]
         digits = []
         for crop, p in zip(crops, probs):
             order = np.argsort(-p)[:max(1, top_k)]
@@ -170,6 +175,12 @@ class Recognizer:
         for d in digits:
             lines[d.line] += str(d.label)
         return Reading("\n".join(lines), digits, picture.notes, tuple(rejected))
+
+
+def _together(classifier: np.ndarray, string: np.ndarray) -> np.ndarray:
+    """What the classifier and the string model read in one digit, weighed as measured (STRING_WEIGHT)."""
+    p = np.maximum(classifier, 1e-9) ** (1 - STRING_WEIGHT) * np.maximum(string, 1e-9) ** STRING_WEIGHT
+    return (p / p.sum()).astype(np.float32)
 
 
 def load(run_dir: str | os.PathLike | None = None, backend: str = "auto", threads: int | None = None,

@@ -16,6 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from digitrec import strings
 from digitrec.images import to_gray
 from digitrec.ink import MASK_LEVEL, WORK_MAX_SIDE, Ink, _erase_rules, find_ink
 from digitrec.shape import stroke_width, to_mnist
@@ -66,6 +67,9 @@ CUT_PENALTY = 0.2  # log-probability a cut costs per stroke width of ink it cros
 SURE_WHOLE = 0.95  # a piece less than SURE_SPLIT heights wide read whole this surely is one digit ...
 SURE_SPLIT = 1.4  # ... (wider ones are always tried in parts)
 REMNANT = 0.12  # ink of a cut part smaller than this share of it is the neighbour's, left out
+STRING_MIN_WIDTH = 0.7  # pieces at least this many heights wide are offered to the string model too (a bold 1 is 0.65) ...
+STRING_SURE = 0.9  # ... which reads one narrower than SPLIT_WIDTH only if each of its 2+ digits is this sure
+INK_SPAN = 0.05  # soft ink above this is a digit's when its box is measured without its strokes
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Crop:
     image: np.ndarray  # (28, 28) uint8 in MNIST's form: white ink on black, centred by mass
     box: tuple[int, int, int, int]  # (x, y, w, h) in the pixels of the picture it came from
     line: int  # line of writing it belongs to, 0 at the top
+    string_probs: np.ndarray | None = None  # (10,) what the string model read there, for digits cut from a string
 
 
 @dataclass(frozen=True)
@@ -273,15 +278,19 @@ def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
                 rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "comma or dot"))
                 continue
             soft, (ox, oy), own = _soft_ink(ink, labels, b)
-            parts = _split(soft, own, b, score) if score is not None and b.w > SPLIT_WIDTH * b.h else None
+            parts = None
+            if score is not None and strings.available() and b.w > STRING_MIN_WIDTH * b.h:
+                parts = _read_string(soft, own, b, score)
+            elif score is not None and b.w > SPLIT_WIDTH * b.h:
+                parts = _split(soft, own, b, score)
             if parts is None:
                 crops.append(Crop(to_mnist(soft), to_picture(b.x0, b.y0, b.x1, b.y1), n))
             else:
-                for image, (x0, y0, x1, y1) in parts:
-                    crops.append(Crop(image, to_picture(x0 + ox, y0 + oy, x1 + ox, y1 + oy), n))
+                for image, (x0, y0, x1, y1), *probs in parts:
+                    crops.append(Crop(image, to_picture(x0 + ox, y0 + oy, x1 + ox, y1 + oy), n, *probs))
     # Renumber lines that lost all their members to the height rules.
     renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
-    return Found([Crop(c.image, c.box, renumber[c.line]) for c in crops], rejected)
+    return Found([Crop(c.image, c.box, renumber[c.line], c.string_probs) for c in crops], rejected)
 
 
 def _soft_ink(ink: Ink, labels: np.ndarray, b: _Blob) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
@@ -353,6 +362,44 @@ def _part_form(soft: np.ndarray) -> np.ndarray | None:
     except ZeroDivisionError:  # thinned to nothing inside to_mnist
         return None
     return image if image.any() else None
+
+
+def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
+    """Read a wide piece with the string model: [(28x28 image, (x0, y0, x1, y1), ten probabilities)] for
+    each digit it holds, left to right, cut from the piece at the columns the model read it in; None
+    when the piece reads best whole (then it is, as before).
+
+    As for cuts, a piece less than SURE_SPLIT heights wide stays whole when the classifier is surer of
+    it whole than the string model is of all its digits together (a wide 2 or a bold 1 must not become
+    two digits); one narrower than SPLIT_WIDTH parts only where the string model is sure of each digit.
+    """
+    spans = strings.read_spans(soft)
+    if len(spans) < 2:
+        return None
+    if b.w <= SPLIT_WIDTH * b.h and min(float(p.max()) for p, _, _ in spans) < STRING_SURE:
+        return None
+    # Reading the piece whole must be less likely than the string model's reading of all its digits.
+    if b.w < SURE_SPLIT * b.h and float(score(to_mnist(soft)[None])[0].max()) >= np.prod([p.max() for p, _, _ in spans]):
+        return None
+    parts = []
+    for probs, x0, x1 in spans:
+        inside = np.zeros(own.shape, bool)
+        inside[:, x0:x1] = True
+        part = own & inside
+        image = None
+        if part.any():
+            # A neighbour's stroke reaching into the span is left out: its ink is a small share of the span's.
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(part.astype(np.uint8), connectivity=8)
+            areas = stats[1:, 4]
+            part = np.isin(lab, np.flatnonzero(areas >= REMNANT * areas.sum()) + 1)
+            near = cv2.dilate(part.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            image = _part_form(soft * (near & inside))
+        if image is None:  # too little of the piece's own ink there: the span's soft ink as it is
+            image, part = to_mnist(soft * inside), (soft * inside) > INK_SPAN
+        ys, xs = np.nonzero(part)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(ys) else (x0, 0, x1, own.shape[0])
+        parts.append((image, box, probs))
+    return parts
 
 
 def _split(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):

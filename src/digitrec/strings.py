@@ -1,0 +1,622 @@
+"""Reading a piece of ink that holds several touching digits at once: a small CNN over the piece's
+width, trained with CTC on synthetic strings made from MNIST training digits.
+
+No cuts are searched: the network gives, for every few columns of the piece, how likely each digit
+(or nothing) is there; the best path through those columns is the text, and the columns where each
+digit was read give its span.
+
+    >>> from digitrec.strings import read
+    >>> read(soft)                    # soft ink of one piece, float32 0..1, (H, W)
+    [(4, 0.998, 0, 31), (7, 0.991, 31, 58)]      # (digit, probability, x0, x1) left to right
+
+Training and export:
+
+    python -m digitrec.strings train --out runs/strings [--steps N] [--threads N] [--resume]
+    python -m digitrec.strings export runs/strings     # writes runs/strings/strings.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from digitrec.errors import UsageError
+
+HEIGHT = 32  # the network reads pieces brought to this height
+INK_HEIGHT = 24  # ... their ink filling this many rows of it, centred
+MARGIN = 4  # empty columns put before and after the ink
+WIDTH_STEP = 4  # widths are padded to a multiple of this
+FRAME = 2  # input columns per output column (the network halves the width once)
+MAX_WIDTH = 1024  # a piece is read at most this wide (about 40 digits); wider ones are shrunk
+CLASSES = 11  # blank + the ten digits
+BLANK = 0
+INK_EPS = 0.05  # soft ink above this counts when measuring the ink's extent
+ONNX_NAME = "strings.onnx"
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+
+TRAIN_POOL = 50000  # strings are made from MNIST training digits below this index only ...
+HELD_OUT = (50000, 60000)  # ... and measured on the ones after them, which training never sees
+
+
+# --------------------------------------------------------------------------------------------- model
+
+def build_model():
+    """The string network: 2-D convolutions fold the height into features, 1-D ones read along the width.
+
+    (B, 1, 32, W) -> per-column logits (B, W / 2, 11).
+    """
+    import torch
+    from torch import nn
+
+    def block(cin, cout, pool):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.MaxPool2d(pool)]
+
+    def line(cin, cout, dilation):
+        return [nn.Conv1d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False), nn.BatchNorm1d(cout),
+                nn.ReLU(inplace=True)]
+
+    class StringNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                *block(1, 16, (2, 2)),  # (B, 16, 16, W/2)
+                *block(16, 32, (2, 1)),  # (B, 32, 8, W/2)
+                *block(32, 64, (2, 1)),  # (B, 64, 4, W/2)
+                *block(64, 64, (2, 1)),  # (B, 64, 2, W/2)
+            )
+            # Dilated convolutions along the width see about two digits either side of a column.
+            self.sequence = nn.Sequential(*line(128, 128, 1), *line(128, 128, 2), *line(128, 128, 4),
+                                          *line(128, 128, 1))
+            self.head = nn.Conv1d(128, CLASSES, 1)
+
+        def forward(self, x):
+            f = self.features(x)  # (B, 64, 2, W/2)
+            f = f.flatten(1, 2)  # (B, 128, W/2)
+            return self.head(self.sequence(f)).transpose(1, 2)  # (B, W/2, 11)
+
+    return StringNet()
+
+
+# ----------------------------------------------------------------------------------------- synthesis
+
+# Layout of a synthetic string (sizes in rows of the 32-row picture, widths as fractions of a digit's).
+LENGTH_WEIGHTS = (0.12, 0.2, 0.2, 0.2, 0.16, 0.12)  # how often strings of 1..6 digits are made
+DIGIT_HEIGHT = (15.0, 27.0)  # the string's digit height
+DIGIT_SCALE = (0.8, 1.1)  # each digit's own size, relative to the string's
+ASPECT = (0.75, 1.3)  # widths squeezed or stretched
+SLANT = 0.35  # shear: columns move up to this many pixels per row
+RISE = 0.08  # each digit sits up to this share of the height above or below the line ...
+DRIFT = 0.06  # ... and the line climbs or falls this much per digit
+GAP_APART = (0.05, 0.5)  # neighbours apart: gap in digit heights
+GAP_TOUCH = (-0.12, 0.03)  # touching: bounding boxes meet, give or take this share of the narrower one
+GAP_OVERLAP = (-0.38, -0.12)  # overlapping: up to ~35% of the narrower digit
+GAP_MODES = (0.15, 0.15, 0.2, 0.5)  # how often neighbours stand apart, touch, overlap, are slid into contact
+INK_CONTACT = 0.35  # strokes meet where both digits' ink is above this
+CONTACT_OVERLAP = (0.0, 0.12)  # after their strokes meet, neighbours slide on by this share of the height
+LIGATURE = 0.2  # chance that a pen stroke joins two neighbours
+SEPARATOR = 0.12  # chance of a dot, comma or dash between two neighbours (read as nothing)
+RULE = 0.12  # chance of a rule under (or, a quarter of those, through) the string
+THICKEN, THIN = 0.3, 0.15  # chance that the strokes are made bolder or thinner
+NOISE, BLUR = 0.3, 0.3  # chance of noise on the ink and of a blur
+
+
+def _boxes(images: np.ndarray) -> np.ndarray:
+    """Tight ink box of each 28x28 digit: (N, 4) float x0, x1, y0, y1 (exclusive ends)."""
+    ink = images > 40
+    cols, rows = ink.any(axis=1), ink.any(axis=2)
+    x0 = cols.argmax(axis=1)
+    x1 = 28 - cols[:, ::-1].argmax(axis=1)
+    y0 = rows.argmax(axis=1)
+    y1 = 28 - rows[:, ::-1].argmax(axis=1)
+    return np.stack([x0, x1, y0, y1], axis=1).astype(np.float32)
+
+
+class StringMaker:
+    """Batches of synthetic digit strings, made with tensor operations from a pool of 28x28 digits.
+
+    >>> maker = StringMaker(mnist.train_images[:50000], mnist.train_labels[:50000], seed=0)
+    >>> x, targets, lengths = maker.batch(64)      # (64, 1, 32, W) float 0..1, (64, 6) labels, (64,) lengths
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int = 0):
+        import torch
+
+        keep = (images > 40).reshape(len(images), -1).any(axis=1)  # a blank image has no box
+        self.images = torch.from_numpy(images[keep].astype(np.float32) / 255)[:, None]  # (N, 1, 28, 28)
+        self.labels = torch.from_numpy(labels[keep].astype(np.int64))
+        self.boxes = torch.from_numpy(_boxes(images[keep]))
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _u(self, shape, lo, hi):
+        import torch
+
+        return lo + (hi - lo) * torch.rand(shape, generator=self.gen)
+
+    def _draw(self, idx, on, placement, B: int, L: int, W: int):
+        """Each digit drawn into its own picture of the string: (B, L, H, W)."""
+        import torch
+        import torch.nn.functional as F
+
+        scx, scy, tcx, tcy, zoom, slant, stretch = (t.flatten()[on][:, None, None] for t in placement)  # (n, 1, 1)
+        vs = torch.arange(HEIGHT, dtype=torch.float32)[None, :, None] + 0.5  # (1, H, 1)
+        us = torch.arange(W, dtype=torch.float32)[None, None, :] + 0.5  # (1, 1, W)
+        sy = scy + (vs - tcy) / zoom
+        sx = scx + ((us - tcx) - slant * (vs - tcy)) / stretch  # (n, H, W)
+        grid = torch.stack([sx.expand(-1, HEIGHT, W) / 14 - 1, sy.expand(-1, HEIGHT, W) / 14 - 1], -1)
+        drawn = torch.zeros(B * L, HEIGHT, W)
+        drawn[on] = F.grid_sample(self.images[idx.flatten()[on]], grid, align_corners=False)[:, 0]
+        return drawn.view(B, L, HEIGHT, W)
+
+    def batch(self, size: int, max_len: int = len(LENGTH_WEIGHTS)):
+        """(pictures (B, 1, 32, W), labels (B, max_len) 0-9 padded with -1, lengths (B,))."""
+        import torch
+        import torch.nn.functional as F
+
+        u = self._u
+        B, L = size, max_len
+        weights = torch.tensor(LENGTH_WEIGHTS[:L])
+        lengths = torch.multinomial(weights, B, replacement=True, generator=self.gen) + 1  # (B,)
+        live = torch.arange(L)[None] < lengths[:, None]  # (B, L)
+        idx = torch.randint(0, len(self.images), (B, L), generator=self.gen)
+        labels = torch.where(live, self.labels[idx], -1)
+        box = self.boxes[idx]  # (B, L, 4)
+        sw, sh = box[..., 1] - box[..., 0], box[..., 3] - box[..., 2]
+        scx, scy = (box[..., 0] + box[..., 1]) / 2, (box[..., 2] + box[..., 3]) / 2
+
+        hs = u((B, 1), *DIGIT_HEIGHT)  # the string's digit height
+        th = hs * u((B, L), *DIGIT_SCALE)  # each digit's ink height
+        zoom = th / sh  # target pixels per source pixel
+        tw = sw * zoom * u((B, L), *ASPECT)
+        slant = u((B, 1), -SLANT, SLANT) + u((B, L), -0.1, 0.1)
+        extent = tw + slant.abs() * th  # width of the sheared box
+
+        # Gaps after each digit, by how the neighbours meet.
+        mode = torch.multinomial(torch.tensor(GAP_MODES), B * L, replacement=True, generator=self.gen).view(B, L)
+        narrower = torch.minimum(extent, torch.roll(extent, -1, dims=1))
+        gap = torch.where((mode == 0) | (mode == 3), u((B, L), *GAP_APART) * hs,  # contact: slid together below
+                          torch.where(mode == 1, u((B, L), *GAP_TOUCH), u((B, L), *GAP_OVERLAP)) * narrower)
+        sep = (torch.rand((B, L), generator=self.gen) < SEPARATOR) & (torch.arange(L)[None] < lengths[:, None] - 1)
+        sep_kind = torch.randint(0, 3, (B, L), generator=self.gen)  # dot, comma, dash
+        sep_w = torch.where(sep_kind == 2, u((B, L), 0.3, 0.6) * hs, u((B, L), 0.1, 0.2) * hs)
+        gap = torch.where(sep, sep_w + u((B, L), -0.1, 0.3) * hs, gap)
+        left = MARGIN + u((B, 1), 0, 3) + torch.cumsum(torch.cat([torch.zeros(B, 1), (extent + gap)[:, :-1]], 1), 1)
+        left = left - torch.clamp(left.min(dim=1, keepdim=True).values - MARGIN, max=0)  # overlaps never go off the left
+        tcx = left + extent / 2
+        centre = HEIGHT / 2 + u((B, 1), -2, 2)
+        tcy = (centre + u((B, L), -RISE, RISE) * hs + u((B, 1), -DRIFT, DRIFT) * hs
+               * (torch.arange(L)[None] - (lengths[:, None] - 1) / 2))
+        right = torch.where(live, left + extent, 0).max(dim=1).values  # (B,)
+        W = int(math.ceil((float(right.max()) + MARGIN + 2) / WIDTH_STEP) * WIDTH_STEP)
+
+        # Each digit drawn into its own picture of the string, then the pictures laid over each other.
+        on = live.flatten()  # only the digits there are get drawn
+        drawn = self._draw(idx, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
+        # Neighbours in contact: slid together until their strokes meet in some row, then overlapping more.
+        contact = (mode == 3) & ~sep & (torch.arange(L)[None] < lengths[:, None] - 1)
+        if contact.any():
+            cols = torch.arange(W, dtype=torch.float32)
+            ink = drawn > INK_CONTACT
+            rightmost = torch.where(ink, cols, -1e6).max(dim=-1).values  # (B, L, H)
+            leftmost = torch.where(ink, cols, 1e6).min(dim=-1).values
+            apart = (torch.roll(leftmost, -1, dims=1) - rightmost).min(dim=-1).values  # (B, L) columns between them
+            slide = torch.where(contact & (apart < W), apart + u((B, L), *CONTACT_OVERLAP) * hs, 0)
+            shift = -torch.cat([torch.zeros(B, 1), torch.cumsum(slide, 1)[:, :-1]], 1)  # digit i moves by all before it
+            left, tcx = left + shift, tcx + shift
+            right = torch.where(live, left + extent, 0).max(dim=1).values
+            drawn = self._draw(idx, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
+        x = drawn.max(dim=1).values  # (B, H, W)
+
+        # Strokes that are not digits: ligatures, separators, rules (segments with round ends).
+        segs = []  # each (ax, ay, bx, by, radius, on), (B, S)
+        bottom = tcy + th / 2
+        nxt = lambda t: torch.roll(t, -1, dims=1)  # noqa: E731
+        lig = (torch.rand((B, L), generator=self.gen) < LIGATURE) & ~sep & (torch.arange(L)[None] < lengths[:, None] - 1)
+        segs.append((left + extent * u((B, L), 0.7, 0.95), tcy + th * u((B, L), -0.1, 0.45),
+                     nxt(left) + nxt(extent) * u((B, L), 0.05, 0.3), nxt(tcy) + nxt(th) * u((B, L), -0.4, 0.4),
+                     u((B, L), 0.7, 1.6), lig))
+        mid = left + extent + gap / 2
+        dot = sep & (sep_kind < 2)
+        dot_y = bottom - u((B, L), 0, 0.12) * hs
+        dot_r = u((B, L), 1.0, 2.2)
+        segs.append((mid, dot_y, mid, dot_y, dot_r, dot))
+        segs.append((mid, dot_y, mid - u((B, L), 0.5, 2), dot_y + u((B, L), 2, 5), dot_r * 0.6, sep & (sep_kind == 1)))
+        dash_y = tcy + u((B, L), -0.15, 0.15) * hs
+        segs.append((mid - sep_w / 2, dash_y, mid + sep_w / 2, dash_y + u((B, L), -1, 1), u((B, L), 0.7, 1.5),
+                     sep & (sep_kind == 2)))
+        rule = torch.rand((B, 1), generator=self.gen) < RULE
+        through = torch.rand((B, 1), generator=self.gen) < 0.25
+        rule_y = torch.where(through, centre, torch.where(live, bottom, 0).max(dim=1, keepdim=True).values
+                             + u((B, 1), -2, 2))
+        segs.append((u((B, 1), 0, MARGIN), rule_y, right[:, None] + u((B, 1), 0, MARGIN), rule_y + u((B, 1), -1.5, 1.5),
+                     u((B, 1), 0.5, 1.2), rule))
+        for ax, ay, bx, by, r, on in segs:
+            x = torch.maximum(x, _segments(ax, ay, bx, by, r, on, HEIGHT, W))
+
+        # Pen and picture: bolder or thinner strokes, blur, noise on the ink, uneven strength.
+        x = x[:, None]  # (B, 1, H, W)
+        pick = torch.rand((B, 1, 1, 1), generator=self.gen)
+        bold = F.max_pool2d(x, 3, 1, 1)
+        thin = -F.max_pool2d(-x, 3, 1, 1)
+        half = u((B, 1, 1, 1), 0.3, 1.0)
+        x = torch.where(pick < THICKEN, x + half * (bold - x),
+                        torch.where(pick < THICKEN + THIN, x + half * (thin - x), x))
+        blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1)), 3, 1)
+        x = torch.where(torch.rand((B, 1, 1, 1), generator=self.gen) < BLUR, blurred, x)
+        x = torch.clamp(x * u((B, 1, 1, 1), 0.8, 1.8), 0, 1)
+        near = F.max_pool2d(x, 5, 1, 2) > INK_EPS
+        noise = torch.randn(x.shape, generator=self.gen) * u((B, 1, 1, 1), 0, 0.15)
+        noisy = torch.rand((B, 1, 1, 1), generator=self.gen) < NOISE
+        x = torch.where(noisy, torch.clamp(x + noise * near, 0, 1), x)
+        return x.contiguous(), labels, lengths
+
+
+def _segments(ax, ay, bx, by, r, on, H, W):
+    """Round-ended strokes from (ax, ay) to (bx, by) of radius r, where `on`: (B, S) -> (B, H, W) ink."""
+    import torch
+
+    vs = torch.arange(H, dtype=torch.float32)[None, None, :, None] + 0.5
+    us = torch.arange(W, dtype=torch.float32)[None, None, None, :] + 0.5
+    e = lambda t: t[..., None, None]  # noqa: E731
+    dx, dy = e(bx - ax), e(by - ay)
+    length2 = (dx * dx + dy * dy).clamp(min=1e-6)
+    t = (((us - e(ax)) * dx + (vs - e(ay)) * dy) / length2).clamp(0, 1)
+    dist = torch.hypot(us - e(ax) - t * dx, vs - e(ay) - t * dy)  # (B, S, H, W)
+    ink = (e(r) + 0.5 - dist).clamp(0, 1) * e(on.float())
+    return ink.max(dim=1).values
+
+
+# ----------------------------------------------------------------------------------------- training
+
+DEFAULT_STEPS = 6000  # a schedule that fits about an hour on one core
+BATCH = 48  # strings per step
+LR = 3e-3  # peak learning rate of the one-cycle schedule
+WARMUP = 0.1  # share of the steps spent warming up to it
+WEIGHT_DECAY = 1e-4
+SAVE_EVERY = 200  # steps between checkpoints
+LOG_EVERY = 50  # steps between lines of the log
+EVAL_STRINGS = 512  # held-out strings measured at each checkpoint
+STATE = "state.safetensors"  # model, optimiser and generator state, for resuming
+META = "strings.json"
+
+
+def _lr(step: int, total: int) -> float:
+    warm = max(1, int(WARMUP * total))
+    if step < warm:
+        return LR * (0.04 + 0.96 * step / warm)
+    return LR * (0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))) + 1e-5
+
+
+def _ctc_batch(logits, labels, lengths):
+    import torch
+    import torch.nn.functional as F
+
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, C)
+    T, B = log_probs.shape[:2]
+    targets = labels[labels >= 0] + 1  # digits are classes 1..10
+    return F.ctc_loss(log_probs, targets, torch.full((B,), T, dtype=torch.long), lengths, blank=BLANK,
+                      zero_infinity=True)
+
+
+def greedy(probs: np.ndarray) -> list[tuple[int, float, int, int]]:
+    """Best path of per-frame probabilities (T, 11) -> [(digit, probability, first frame, last frame + 1)]."""
+    best = probs.argmax(axis=1)
+    out = []
+    t = 0
+    T = len(best)
+    while t < T:
+        c = best[t]
+        end = t
+        while end + 1 < T and best[end + 1] == c:
+            end += 1
+        if c != BLANK:
+            out.append((int(c) - 1, float(probs[t:end + 1, c].max()), t, end + 1))
+        t = end + 1
+    return out
+
+
+def evaluate(model, maker: StringMaker, n: int = EVAL_STRINGS, batch: int = 128) -> float:
+    """Share of n strings from `maker` read exactly."""
+    import torch
+
+    model.eval()
+    right = done = 0
+    with torch.inference_mode():
+        while done < n:
+            x, labels, lengths = maker.batch(min(batch, n - done))
+            probs = torch.softmax(model(x).float(), -1).numpy()
+            for p, lab, ln in zip(probs, labels.numpy(), lengths.numpy()):
+                right += [d for d, *_ in greedy(p)] == list(lab[:ln])
+            done += len(x)
+    model.train()
+    return right / n
+
+
+def _save_state(out: Path, model, opt, gen, step: int, meta: dict) -> None:
+    import torch
+
+    from digitrec.checkpoint import save_tensors, write_json
+
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, s in opt.state_dict()["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            tensors[f"opt.{i}.{key}"] = s[key]
+        tensors[f"opt.{i}.step"] = s["step"].reshape(1)
+    tensors["rng"] = gen.get_state()
+    save_tensors(out / STATE, tensors, {"step": str(step)})
+    write_json(out / META, {**meta, "step": step})
+
+
+def _load_state(out: Path, model, opt, gen) -> int:
+    import torch
+
+    from digitrec.checkpoint import load_tensors, read_json
+
+    meta = read_json(out / META, "string-model description")
+    tensors = load_tensors(out / STATE)
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        raise UsageError(f"{out / STATE}: weights do not fit the string model ({str(e).splitlines()[0]})") from None
+    state = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, key = k.split(".")
+            state.setdefault(int(i), {})[key] = v.reshape(()) if key == "step" else v
+    opt.load_state_dict({"state": state, "param_groups": []})
+    gen.set_state(tensors["rng"])
+    return int(meta["step"])
+
+
+def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool = False,
+          data_dir: str | None = None, pool: int = TRAIN_POOL, log=print) -> dict:
+    """Train the string model into `out` (resumable), returning its description."""
+    import torch
+
+    from digitrec.checkpoint import save_tensors, write_json
+    from digitrec.data import content_sha256, load_mnist, writable_dir
+    from digitrec.optim import AdamW
+
+    torch.set_num_threads(threads)
+    out = writable_dir(out, "--out")
+    if resume and not (out / STATE).is_file():
+        raise UsageError(f"{out}: nothing to resume (no {STATE})")
+    if not resume and (out / STATE).is_file():
+        raise UsageError(f"{out}: a string model is already training there; add --resume to go on with it")
+    mnist = load_mnist(data_dir)
+    if len(mnist.train_images) <= pool:
+        raise UsageError(f"the training set has {len(mnist.train_images)} digits: strings are made from the first "
+                         f"{pool} and measured on the ones after them, so it needs more")
+    images, labels = mnist.train_images[:pool], mnist.train_labels[:pool]
+    maker = StringMaker(images, labels, seed=0)
+    held_out = (pool, min(len(mnist.train_images), pool + HELD_OUT[1] - HELD_OUT[0]))
+    held = mnist.train_images[held_out[0]:held_out[1]], mnist.train_labels[held_out[0]:held_out[1]]
+    torch.manual_seed(0)
+    model = build_model()
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    other = [p for p in model.parameters() if p.ndim <= 1]
+    opt = AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": other}], lr=LR)
+    meta = {"steps": steps, "batch": BATCH, "lr": LR, "train_digits": f"MNIST training images 0-{pool - 1}",
+            "train_sha256": content_sha256(images, labels), "held_out": f"MNIST training images {held_out[0]}-{held_out[1] - 1}",
+            "seconds": 0.0, "history": []}
+    step = 0
+    if resume:
+        from digitrec.checkpoint import read_json
+
+        step = _load_state(out, model, opt, maker.gen)
+        meta = {**meta, **{k: v for k, v in read_json(out / META).items() if k in ("seconds", "history")}}
+        log(f"resuming at step {step} of {steps}")
+    else:
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"string model: {n_params} parameters; {steps} steps of {BATCH} strings; threads {threads}")
+    amp = torch.autocast("cpu", dtype=torch.bfloat16)
+    model.train()
+    start, seen, loss_sum = time.perf_counter(), 0, 0.0
+    base_seconds = meta["seconds"]
+    while step < steps:
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, steps)
+        x, lab, ln = maker.batch(BATCH)
+        with amp:
+            logits = model(x)
+        loss = _ctc_batch(logits, lab, ln)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        seen += 1
+        loss_sum += loss.item()
+        if step % LOG_EVERY == 0:
+            elapsed = time.perf_counter() - start
+            log(f"step {step}/{steps}  loss {loss_sum / seen:.4f}  lr {_lr(step, steps):.2e}  "
+                f"{elapsed / seen:.2f} s/step", flush=True)
+            seen, loss_sum, start = 0, 0.0, time.perf_counter()
+            meta["seconds"] = base_seconds + elapsed
+            base_seconds = meta["seconds"]
+        if step % SAVE_EVERY == 0 or step == steps:
+            acc = evaluate(model, StringMaker(*held, seed=1))
+            meta["history"].append([step, round(acc, 4)])
+            meta["held_out_exact"] = acc
+            _save_state(out, model, opt, maker.gen, step, meta)
+            save_tensors(out / "model.safetensors", model.state_dict(), {"step": str(step)})
+            log(f"step {step}: held-out strings read exactly {acc:.3f}; saved", flush=True)
+    write_json(out / META, {**meta, "step": step})
+    return {**meta, "step": step}
+
+
+# ------------------------------------------------------------------------------------------- export
+
+def export(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the trained string model as ONNX (dynamic width), checked against torch first."""
+    import io
+    import warnings
+
+    import torch
+
+    from digitrec.checkpoint import load_tensors, read_json
+    from digitrec.data import atomic_write_bytes
+
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / META, "string-model description")
+    model = build_model()
+    state = load_tensors(run_dir / "model.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UsageError(f"{run_dir}: weights do not fit the string model ({str(e).splitlines()[0]})") from None
+    model.eval()
+    out = Path(out) if out is not None else run_dir / ONNX_NAME
+    x = torch.rand(2, 1, HEIGHT, 96, generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation: it gives the same graph here
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17, input_names=["ink"],
+                          output_names=["logits"], dynamic_axes={"ink": {0: "batch", 3: "width"},
+                                                                 "logits": {0: "batch", 1: "frames"}})
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    for width in (96, 200):
+        x = torch.rand(2, 1, HEIGHT, width, generator=torch.Generator().manual_seed(width))
+        with torch.inference_mode():
+            want = model(x).numpy()
+        got = session.run(None, {"ink": x.numpy()})[0]
+        if not np.abs(got - want).max() < 1e-3:
+            raise UsageError(f"{run_dir}: the ONNX graph does not reproduce the model; not written")
+    atomic_write_bytes(out, buf.getvalue())
+    facts = {k: meta.get(k) for k in ("step", "steps", "batch", "train_digits", "train_sha256", "held_out",
+                                      "held_out_exact", "seconds")}
+    facts["bytes"] = len(buf.getvalue())
+    facts["input"] = f"float32 (N, 1, {HEIGHT}, W) ink 0..1, W a multiple of {WIDTH_STEP}"
+    facts["output"] = f"logits (N, W/{FRAME}, {CLASSES}): blank, then digits 0-9"
+    from digitrec.checkpoint import write_json
+
+    write_json(out.with_suffix(".json"), facts)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+_session = None
+
+
+def _run(x: np.ndarray) -> np.ndarray:
+    global _session
+    if _session is None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        _session = ort.InferenceSession(str(WEIGHTS_DIR / ONNX_NAME), options, providers=["CPUExecutionProvider"])
+    return _session.run(None, {"ink": x})[0]
+
+
+def available() -> bool:
+    """Whether the bundled string model is there to read with."""
+    return (WEIGHTS_DIR / ONNX_NAME).is_file()
+
+
+def prepare(soft: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """A piece's soft ink -> the network's input (32, W), its scale, and the ink's first column."""
+    import cv2
+
+    soft = np.asarray(soft, np.float32)
+    ys, xs = np.nonzero(soft > INK_EPS)
+    if not len(ys):
+        return np.zeros((HEIGHT, WIDTH_STEP * 4), np.float32), 1.0, 0
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    ink = soft[y0:y1, x0:x1]
+    f = INK_HEIGHT / (y1 - y0)
+    f = min(f, (MAX_WIDTH - 2 * MARGIN) / (x1 - x0))
+    w, h = max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))
+    small = cv2.resize(ink, (w, h), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    width = int(math.ceil((w + 2 * MARGIN) / WIDTH_STEP) * WIDTH_STEP)
+    x = np.zeros((HEIGHT, width), np.float32)
+    top = (HEIGHT - h) // 2
+    x[top:top + h, MARGIN:MARGIN + w] = np.clip(small, 0, 1)
+    return x, f, int(x0)
+
+
+def read(soft: np.ndarray) -> list[tuple[int, float, int, int]]:
+    """The digits in one piece's soft ink (float32 0..1, H x W), left to right, as
+    (digit, probability, x0, x1) with x0..x1 the piece's columns each digit spans.
+
+    >>> [d for d, *_ in read(soft_of_touching_47)]
+    [4, 7]
+    """
+    return [(int(p.argmax()), float(p.max()), x0, x1) for p, x0, x1 in read_spans(soft)]
+
+
+def read_spans(soft: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+    """As read, with each digit's ten probabilities (at the column where it is surest) instead of one."""
+    soft = np.asarray(soft, np.float32)
+    x, f, first = prepare(soft)
+    logits = _run(x[None, None])[0]  # (T, 11)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = e / e.sum(axis=1, keepdims=True)
+    found = greedy(probs)
+    if not found:
+        return []
+    width = soft.shape[1]
+
+    def column(frame: float) -> int:  # a frame boundary in the piece's columns
+        return int(np.clip(round((frame * FRAME - MARGIN) / f + first), 0, width))
+
+    ink_cols = np.flatnonzero((soft > INK_EPS).any(axis=0))
+    centres = [(a + b) / 2 for _, _, a, b in found]
+    cuts = [column((a + b) / 2) for a, b in zip(centres, centres[1:])]
+    starts = [int(ink_cols[0])] + cuts
+    ends = cuts + [int(ink_cols[-1]) + 1]
+    out = []
+    for (d, _, a, b), s, e_ in zip(found, starts, ends):
+        peak = a + int(probs[a:b, d + 1].argmax())
+        digits = probs[peak, 1:] / max(float(probs[peak, 1:].sum()), 1e-9)  # blank left out
+        out.append((digits.astype(np.float32), s, max(e_, s + 1)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+def main(argv: list[str] | None = None) -> int:
+    from digitrec.cli import EXIT_USAGE, Parser, positive_int
+
+    parser = Parser(prog="python -m digitrec.strings", description="Train and export the string model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train the string model on synthetic strings")
+    t.add_argument("--out", required=True, help="run folder: checkpoints and the log's facts go here")
+    t.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help=f"optimiser steps (default {DEFAULT_STEPS})")
+    t.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default 1)")
+    t.add_argument("--resume", action="store_true", help="go on from the last checkpoint in --out")
+    t.add_argument("--data-dir", help="where the MNIST files are (default: $DIGITREC_DATA, else the user cache)")
+    t.add_argument("--pool", type=positive_int, default=TRAIN_POOL, help=argparse.SUPPRESS)  # tiny runs in tests
+    e = sub.add_parser("export", help="write the trained string model as ONNX")
+    e.add_argument("run", help="the run folder given to train --out")
+    e.add_argument("--out", help=f"ONNX file to write (default RUN/{ONNX_NAME})")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            if args.pool > TRAIN_POOL:
+                raise UsageError(f"--pool: training digits are taken below index {TRAIN_POOL} only")
+            meta = train(Path(args.out), args.steps, args.threads, args.resume, args.data_dir, args.pool)
+            print(f"done: step {meta['step']}, held-out strings read exactly {meta.get('held_out_exact', 0):.3f}")
+        else:
+            print(export(Path(args.run), Path(args.out) if args.out else None))
+    except UsageError as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog}: interrupted; the last checkpoint is kept (add --resume to go on)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
