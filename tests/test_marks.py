@@ -25,7 +25,7 @@ def written(text: str, font=cv2.FONT_HERSHEY_SCRIPT_COMPLEX, size: float = 4.0, 
     return np.clip(235 - page.astype(np.float32) * 0.8 + noise, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("letter", ["A", "K", "x", "W", "$", "#"])
+@pytest.mark.parametrize("letter", ["A", "K", "x", "R", "$", "#"])
 def test_a_lone_letter_or_sign_reads_as_nothing(rec, letter):
     reading = rec.read(written(letter))
     assert reading.text == "" and not reading.digits
