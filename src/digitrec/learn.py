@@ -243,7 +243,7 @@ def samples_from_reading(picture, reading, labels: list[int], source: str) -> li
     return out
 
 
-STEPS_PER_EPOCH = 100  # optimiser steps in one --epochs unit; ~25 s on two laptop cores for the bundled model
+STEPS_PER_EPOCH = 100  # optimiser steps in one --epochs unit; ~30 s on two laptop cores for the bundled model
 PERSONAL_BATCH = 48  # the user's samples per step (drawn again and again, each time freshly distorted)
 REPLAY_BATCH = 48  # MNIST training digits per step, so that the model does not forget how others write
 FIT_LR = 3e-3  # peak learning rate: high, so that a few samples move the model; distillation holds the rest
