@@ -243,10 +243,12 @@ def samples_from_reading(picture, reading, labels: list[int], source: str) -> li
     return out
 
 
-STEPS_PER_EPOCH = 100  # optimiser steps in one --epochs unit; ~25 s on two laptop cores for the bundled model
+STEPS_PER_EPOCH = 100  # optimiser steps in one --epochs unit; ~30 s on two laptop cores for the bundled model
 PERSONAL_BATCH = 48  # the user's samples per step (drawn again and again, each time freshly distorted)
 REPLAY_BATCH = 48  # MNIST training digits per step, so that the model does not forget how others write
-FIT_LR = 1e-3  # peak learning rate: a quarter of training from scratch, as the weights are already good
+FIT_LR = 3e-3  # peak learning rate: high, so that a few samples move the model; distillation holds the rest
+DISTILL_WEIGHT = 1.0  # weight of the pull towards the base model's outputs on the replay digits, beside their labels
+DISTILL_T = 2.0  # temperature softening both models' outputs in that pull, so it carries the runner-up digits too
 CHECK_DIGITS = 2000  # MNIST test digits read before and after, and validation digits calibrated on
 HOLDOUT_EVERY = 5  # every 5th sample of each digit is held out, to show what the fit does to unseen ones
 
@@ -283,6 +285,7 @@ def fit(store: Store, cfg: FitConfig = FitConfig(), log=print) -> dict:
     >>> fit(Store(), FitConfig(epochs=1))["after"]["samples"]
     0.96
     """
+    import copy
     import time
 
     import torch
@@ -336,6 +339,7 @@ def fit(store: Store, cfg: FitConfig = FitConfig(), log=print) -> dict:
     px = as_batch(np.stack([s.image for s in train]))  # (S, 1, 28, 28)
     py = torch.tensor([s.label for s in train])
     net.eval()  # frozen batch norm and no dropout: the features stay those MNIST taught
+    teachers = [copy.deepcopy(m).requires_grad_(False) for m in members]  # the base model, as it was
     opt = torch.optim.AdamW(net.parameters(), lr=FIT_LR, weight_decay=0.0)
     for step in range(steps):
         for group in opt.param_groups:
@@ -346,7 +350,15 @@ def fit(store: Store, cfg: FitConfig = FitConfig(), log=print) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
         y = torch.cat([py[ip], train_y[ir]])
         # Each member learns on its own, as it was trained: the ensemble's vote stays a vote of equals.
-        loss = sum(F.cross_entropy(m(x).float(), y, label_smoothing=0.1) for m in members)
+        # On the replay digits it is also pulled towards what it answered before (learning without
+        # forgetting): the user's digits may move it far, everyone else's digits keep their readings.
+        loss = 0.0
+        for m, teacher in zip(members, teachers):
+            logits = m(x).float()
+            with torch.no_grad():
+                target = F.softmax(teacher(x[PERSONAL_BATCH:]).float() / DISTILL_T, 1)
+            distill = F.kl_div(F.log_softmax(logits[PERSONAL_BATCH:] / DISTILL_T, 1), target, reduction="batchmean")
+            loss = loss + F.cross_entropy(logits, y, label_smoothing=0.1) + DISTILL_WEIGHT * DISTILL_T ** 2 * distill
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
