@@ -43,6 +43,7 @@ class Ink:
     threshold: float  # weakest strength that is ink rather than noise
     level: float  # typical strength of the strokes (0 when there are none)
     dark_on_light: bool  # dark ink on light paper (else light ink on a dark board)
+    sharp: np.ndarray | None = None  # strength before it was averaged over a stroke's width (same scale)
 
 
 def find_ink(gray: np.ndarray) -> Ink:
@@ -71,6 +72,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     strength = _without_impulses(strength, step)
     # Measured over a stroke's width rather than a pixel: printed dots and hatching under the ink are
     # finer than a pen's stroke and average out, the stroke does not.
+    sharp = strength
     strength = cv2.blur(strength, (INK_SCALE, INK_SCALE))
     sample = strength[::step, ::step]
     centre = float(np.median(sample))
@@ -83,7 +85,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     if inked.size < 100:  # thin strokes can slip between the sampled pixels
         inked = strength[strength > threshold]
     level = float(np.percentile(inked, 75)) if inked.size else 0.0
-    return Ink(strength, threshold, level, dark)
+    return Ink(strength, threshold, level, dark, sharp - centre)
 
 
 def _without_impulses(strength: np.ndarray, step: int) -> np.ndarray:

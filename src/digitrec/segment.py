@@ -10,7 +10,7 @@ dropped, lines of writing in reading order, and each digit cut out of the pictur
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import cv2
@@ -18,7 +18,7 @@ import numpy as np
 
 from digitrec import strings
 from digitrec.images import to_gray
-from digitrec.ink import MASK_LEVEL, WORK_MAX_SIDE, Ink, _erase_rules, find_ink
+from digitrec.ink import INK_SCALE, MASK_LEVEL, WORK_MAX_SIDE, Ink, _erase_rules, find_ink
 from digitrec.shape import stroke_width, to_mnist
 
 Score = Callable[[np.ndarray], np.ndarray]  # uint8 digits (N, 28, 28) -> probabilities (N, 10)
@@ -27,7 +27,8 @@ Score = Callable[[np.ndarray], np.ndarray]  # uint8 digits (N, 28, 28) -> probab
 SPECK_AREA = 0.004  # pieces smaller than this fraction of the largest piece are specks ...
 SPECK_PX = 3  # ... and so are pieces of fewer pixels
 MAX_PIECES = 300  # no page holds more digits' pieces than this: beyond it, the smallest are noise
-MIN_DIGIT_PX = 8  # digits shorter than this cannot be read
+MIN_DIGIT_PX = 8  # digits shorter than this cannot be read (measured before the ink averaging widens them)
+SPECKS_PX = 30  # marks shorter than this are checked for a stroke in the unaveraged ink (dust has none)
 MIN_HEIGHT_RATIO = 0.4  # a digit is at least this fraction of the tallest one in its line ...
 MIN_GLOBAL_HEIGHT_RATIO = 0.2  # ... and of the tallest one in the picture
 SEPARATOR_HEIGHT = 0.6  # a mark less than this fraction of the line's tallest, wholly below its middle, is a comma or a dot
@@ -196,7 +197,7 @@ def _lines(blobs: list[_Blob]) -> list[list[_Blob]]:
 
 def _not_digit(b: _Blob, ink: Ink, labels: np.ndarray, split: bool, alone: bool) -> str | None:
     """Why a piece of ink is not a digit (or digits, when they may be split), or None if it may be one."""
-    if b.h < MIN_DIGIT_PX:
+    if b.h < MIN_DIGIT_PX + INK_SCALE - 1:
         return "too small"
     H, W = labels.shape
     if (not alone and (b.x0 == 0 or b.x1 == W) and b.w <= EDGE_THIN * b.h and b.h >= EDGE_SPAN * H):
@@ -278,6 +279,11 @@ def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
                 rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "comma or dot"))
                 continue
             soft, (ox, oy), own = _soft_ink(ink, labels, b)
+            if (b.h < SPECKS_PX and ink.sharp is not None
+                    and _part_form(_soft_ink(replace(ink, strength=ink.sharp), labels, b)[0]) is None):
+                # Averaging joins dust and dithering into a solid mark; unaveraged, it has no stroke.
+                rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "specks, no stroke"))
+                continue
             parts = None
             if score is not None and strings.available() and b.w > STRING_MIN_WIDTH * b.h:
                 parts = _read_string(soft, own, b, score)
