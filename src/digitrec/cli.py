@@ -617,11 +617,24 @@ def _drop_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` and `timeout` stop as cleanly as Ctrl-C
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` and `timeout` stop as cleanly as Ctrl-C
+    try:
+        return _run(args)
+    finally:
+        if main_thread:
+            # A stop that comes while the program is already on its way out (a launcher's workers being
+            # stopped around it) changes nothing: its exit status is decided, and a traceback from the
+            # interpreter's shutdown would only hide its one line.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if as_program else previous)
+
+
+def _run(args) -> int:
     try:
         status = args.handler(args)
         sys.stdout.flush()  # here, where a closed pipe or a full disk can still be told apart
