@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import struct
 import tracemalloc
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from digitrec.data import DataError, read_idx, write_idx
@@ -35,6 +36,7 @@ def idx_files(draw) -> bytes:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blob=idx_files())
+@example(blob=b"\x00\x00\x08\x04" + struct.pack(">4I", 0, 2, 1 << 31, 1 << 31))  # no bytes, but sides no array has
 def test_any_bytes_give_an_array_or_one_clear_error(tmp_path, blob):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(blob)

@@ -89,6 +89,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             nbytes = math.prod(shape) * dtype.itemsize  # Python ints: four 32-bit sizes cannot overflow
             if nbytes > _MAX_IDX_BYTES:
                 raise DataError(f"{path}: header claims {nbytes} bytes of data, more than any digit data set")
+            # An empty set with huge other sides (0 x 2^31 x 2^31) holds no bytes but is no array numpy can shape.
+            if math.prod(max(d, 1) for d in shape) * dtype.itemsize > _MAX_IDX_BYTES:
+                raise DataError(f"{path}: header claims sides {' x '.join(map(str, shape))}, larger than any digit data set")
             body = bytearray()
             while len(body) < nbytes:
                 chunk = f.read(min(_READ_CHUNK, nbytes - len(body)))
