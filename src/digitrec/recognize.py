@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from digitrec.images import Picture, load_image
+from digitrec.marks import MARK_LEVEL, digit_probability
 from digitrec.segment import Rejected, find_digits
 
 LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
@@ -147,19 +148,21 @@ class Recognizer:
         Raises images.ImageError (a UsageError) when the picture cannot be read.
         """
         picture = load_image(source)
+
+        def in_file(box):  # boxes in the file's pixels, also when it was decoded reduced
+            return tuple(v * picture.scale for v in box)
+
         found = find_digits(picture.pixels, score=self.classify)  # the classifier chooses where touching digits part
         # A mark whose ink does not survive shaping (to_mnist gives an empty field) is no digit.
         # A digit the string model read is one even when its cut is too thin to shape (a 1 inside a 4).
         crops = [c for c in found.crops if c.image.any() or c.string_probs is not None]
-        rejected = [Rejected(tuple(v * picture.scale for v in r.box), r.reason) for r in found.rejected]
+        rejected = [Rejected(in_file(r.box), r.reason) for r in found.rejected]
         # Digits read whole (not those the string model read in a string) may be marks that are no digit.
         single = [i for i, c in enumerate(crops) if c.string_probs is None]
         if self.marks and single:
-            from digitrec.marks import MARK_LEVEL, digit_probability
-
             p = digit_probability(np.stack([crops[i].image for i in single]))
             drop = {i for i, pi in zip(single, p) if pi < MARK_LEVEL}
-            rejected += [Rejected(tuple(v * picture.scale for v in crops[i].box), "not a digit") for i in sorted(drop)]
+            rejected += [Rejected(in_file(crops[i].box), "not a digit") for i in sorted(drop)]
             crops = [c for i, c in enumerate(crops) if i not in drop]
         renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
         probs = self.classify(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
@@ -168,7 +171,7 @@ class Recognizer:
         for crop, p in zip(crops, probs):
             order = np.argsort(-p)[:max(1, top_k)]
             label, confidence = int(order[0]), float(p[order[0]])
-            box = tuple(v * picture.scale for v in crop.box)  # in the file's pixels, also when decoded reduced
+            box = in_file(crop.box)
             digits.append(Digit(label, confidence, box, [(int(k), float(p[k])) for k in order],
                                 renumber[crop.line], confidence < self.low_confidence, crop.image))
         lines = [""] * (max((d.line for d in digits), default=-1) + 1)
