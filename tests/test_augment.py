@@ -32,3 +32,41 @@ def test_each_image_is_distorted_differently_but_stays_recognisable():
         return torch.stack([(img.sum(1) * coords).sum(), (img.sum(0) * coords).sum()]) / img.sum()
 
     assert all((centre(ai) - centre(x[0])).norm() < 5 for ai in a)
+
+
+def _stick(n: int, seven: bool = False) -> torch.Tensor:
+    """n upright strokes (a plain 1), with a top bar when `seven`."""
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 4:24, 13:15] = 1.0
+    if seven:
+        x[:, :, 4:6, 7:15] = 1.0
+    return x
+
+
+def test_restyle_gives_some_ones_an_up_stroke_and_foot_and_crosses_some_sevens():
+    from digitrec.augment import restyle
+
+    g = torch.Generator().manual_seed(0)
+    ones, sevens = _stick(200), _stick(200, seven=True)
+    out1 = restyle(ones, torch.ones(200, dtype=torch.long), g)
+    out7 = restyle(sevens, torch.full((200,), 7, dtype=torch.long), g)
+    assert out1.shape == ones.shape and out1.min() >= 0 and out1.max() <= 1
+    # The flag runs from the top down to the left of the stem; the foot lies along the bottom.
+    flagged = out1[:, 0, 4:14, :12].sum(dim=(1, 2)) > 2
+    footed = out1[:, 0, 21:25, 16:].sum(dim=(1, 2)) > 1
+    assert 0.35 < flagged.float().mean() < 0.65
+    assert footed.any() and not (footed & ~flagged).any()  # only flagged 1s stand on a foot
+    # A crossed 7: ink right of the stem, halfway down, where the plain 7 has none.
+    crossed = out7[:, 0, 11:18, 16:].sum(dim=(1, 2)) > 1
+    assert 0.15 < crossed.float().mean() < 0.45
+    # The original strokes are all still there.
+    assert (out1 >= ones).all() and (out7 >= sevens).all()
+
+
+def test_restyle_leaves_other_digits_and_blank_images_alone():
+    from digitrec.augment import restyle
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat([_stick(50), torch.zeros(10, 1, 28, 28)])
+    labels = torch.cat([torch.full((50,), 4, dtype=torch.long), torch.ones(10, dtype=torch.long)])
+    assert torch.equal(restyle(x, labels, g), x)

@@ -139,3 +139,25 @@ def test_a_blank_page_with_salt_and_pepper_noise_reads_nothing_quickly(rec, shar
 
 def test_digits_under_salt_and_pepper_noise_are_read(rec, pen):
     assert rec.read(pepper(on_paper(pen("3071", height=60, thickness=3, gap=14)), 0.05)).text == "3071"
+
+
+def on_printed_background(ink: np.ndarray, colour: float, seed: int = 0) -> np.ndarray:
+    """Ink on a check's security print: grey paper under a fine grid of dots and wavy lines."""
+    rng = np.random.default_rng(seed)
+    h, w = ink.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    paper = np.full((h, w), 175.0)
+    paper[(ys % 3 == 0) & (xs % 3 == 0)] -= 35  # halftone dots
+    paper -= 10 * (np.abs(np.sin((ys + 4 * np.sin(xs / 9)) / 2.2)) < 0.25)  # guilloche lines
+    img = paper * (1 - ink) + colour * ink + rng.normal(0, 3, ink.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_a_faint_pen_on_a_printed_background_keeps_its_strokes_whole(rec, pen, monkeypatch):
+    picture = on_printed_background(pen("4053", height=30, gap=5), colour=125)
+    assert rec.read(picture).text == "4053"
+    # Without hysteresis the threshold above the print breaks the faint strokes up.
+    import digitrec.segment as segment
+
+    monkeypatch.setattr(segment, "HYSTERESIS", 1.0)
+    assert rec.read(picture).text != "4053"

@@ -23,7 +23,7 @@ def test_strings_are_pictures_of_the_right_shape_with_labels_of_their_digits(mak
     x, labels, lengths = maker.batch(32)
     assert x.shape[:3] == (32, 1, strings.HEIGHT) and x.shape[3] % strings.WIDTH_STEP == 0
     assert float(x.min()) >= 0 and float(x.max()) <= 1
-    assert set(lengths.tolist()) <= set(range(1, 7)) and len(set(lengths.tolist())) > 2
+    assert set(lengths.tolist()) <= set(range(1, len(strings.LENGTH_WEIGHTS) + 1)) and len(set(lengths.tolist())) > 2
     for row, n in zip(labels.tolist(), lengths.tolist()):
         assert all(0 <= d <= 9 for d in row[:n]) and all(d == -1 for d in row[n:])
 
@@ -120,3 +120,17 @@ def test_bad_options_give_one_line(tmp_path, capsys, argv, says):
         status = e.code
     err = capsys.readouterr().err
     assert status == 2 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("knob", ["END_DASH", "TEXTURE"])
+def test_closing_dashes_and_background_remains_add_ink_but_no_labels(monkeypatch, knob):
+    images, labels = tiny_digits(60, 0)
+    for other in ("TEXTURE", "NOISE"):  # drawn over the whole picture, which a closing dash widens
+        monkeypatch.setattr(strings, other, 0.0)
+    monkeypatch.setattr(strings, knob, 0.0)
+    x0, lab0, len0 = strings.StringMaker(images, labels, seed=3).batch(16)
+    monkeypatch.setattr(strings, knob, 1.0)
+    x1, lab1, len1 = strings.StringMaker(images, labels, seed=3).batch(16)
+    assert lab0.tolist() == lab1.tolist() and len0.tolist() == len1.tolist()
+    assert x1.shape[:3] == x0.shape[:3]  # a closing dash may widen the picture
+    assert float(x1.sum()) > 1.02 * float(x0.sum())
