@@ -134,3 +134,21 @@ def test_closing_dashes_and_background_remains_add_ink_but_no_labels(monkeypatch
     assert lab0.tolist() == lab1.tolist() and len0.tolist() == len1.tolist()
     assert x1.shape[:3] == x0.shape[:3]  # a closing dash may widen the picture
     assert float(x1.sum()) > 1.02 * float(x0.sum())
+
+
+@pytest.mark.parametrize("digits", [[], [5], [3, 3], [1, 2, 3, 3]])
+def test_sequence_probability_sums_every_alignment_as_ctc_does(digits):
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(len(digits))
+    log_probs = F.log_softmax(torch.randn(14, strings.CLASSES, dtype=torch.float64), -1)
+    if digits:
+        ref = -F.ctc_loss(log_probs[:, None], torch.tensor([digits]) + 1, torch.tensor([14]), torch.tensor([len(digits)]),
+                          reduction="sum").item()
+    else:  # only blanks spell nothing
+        ref = float(log_probs[:, strings.BLANK].sum())
+    assert strings.sequence_logprob(log_probs.exp().numpy(), digits) == pytest.approx(ref, abs=1e-6)
+    # The best path's own sequence is at least as likely as that one path.
+    best = strings.greedy(log_probs.exp().numpy())
+    assert strings.sequence_logprob(log_probs.exp().numpy(), [d for d, *_ in best]) >= float(log_probs.max(-1).values.sum()) - 1e-9

@@ -109,9 +109,10 @@ class Recognizer:
     """
 
     def __init__(self, logits: Logits, meta: dict | None = None, low_confidence: float = LOW_CONFIDENCE,
-                 name: str | None = None, marks: bool = True):
+                 name: str | None = None, marks: bool = True, strings: bool = True):
         self.logits = logits
         self.marks = marks  # leave out marks that are no digit at all (letters, symbols, scribbles)
+        self.strings = strings  # the string model reads touching digits, and lines it reads much better whole
         self.meta = meta or {}  # the checkpoint's model.json: architecture, metrics, ...
         self.low_confidence = low_confidence
         self.name = name  # how users are told which model reads: "bundled", "personal, 40 samples", a folder
@@ -152,7 +153,7 @@ class Recognizer:
         def in_file(box):  # boxes in the file's pixels, also when it was decoded reduced
             return tuple(v * picture.scale for v in box)
 
-        found = find_digits(picture.pixels, score=self.classify)  # the classifier chooses where touching digits part
+        found = find_digits(picture.pixels, score=self.classify, string_model=self.strings)  # the classifier chooses where touching digits part
         # A mark whose ink does not survive shaping (to_mnist gives an empty field) is no digit.
         # A digit the string model read is one even when its cut is too thin to shape (a 1 inside a 4).
         crops = [c for c in found.crops if c.image.any() or c.string_probs is not None]

@@ -72,6 +72,7 @@ SURE_SPLIT = 1.4  # ... (wider ones are always tried in parts)
 REMNANT = 0.12  # ink of a cut part smaller than this share of it is the neighbour's, left out
 STRING_MIN_WIDTH = 0.7  # pieces at least this many heights wide are offered to the string model too (a bold 1 is 0.65) ...
 STRING_SURE = 0.9  # ... which reads one narrower than SPLIT_WIDTH only if each of its 2+ digits is this sure
+LINE_MARGIN = 3.0  # a line is read whole by the string model when its reading is this much likelier there (log-probability)
 INK_SPAN = 0.05  # soft ink above this is a digit's when its box is measured without its strokes
 
 
@@ -228,8 +229,10 @@ def extract_digits(pixels: np.ndarray, score: Score | None = None) -> list[Crop]
     return find_digits(pixels, score).crops
 
 
-def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
-    """As extract_digits, and also the marks found that are not digits, with their boxes and why."""
+def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bool = True) -> Found:
+    """As extract_digits, and also the marks found that are not digits, with their boxes and why.
+    With a classifier, the bundled string model (unless string_model is False) reads touching digits
+    and the lines it reads much better whole."""
     gray = to_gray(pixels)
     h, w = gray.shape
     scale = min(1.0, WORK_MAX_SIDE / max(h, w))
@@ -242,6 +245,7 @@ def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
     ink = find_ink(gray)
     if ink.level == 0:
         return Found([])
+    use_strings = score is not None and string_model and strings.available()
     cut = max(ink.threshold, MASK_LEVEL * ink.level)
     _erase_rules(ink.strength, cut)
     # Hysteresis: ink that stands out clearly starts a stroke, which goes on through fainter ink beside
@@ -276,6 +280,8 @@ def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
             rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "cut by the picture's edge"))
             line.clear()
     for n, line in enumerate(line for line in lines if line):
+        first = len(crops)
+        whole = _LineInk(line)
         line_tallest = max(b.h for b in line)
         # The band the line's digits fill: a comma or a dot sits below its middle, no digit does.
         big = [b for b in line if b.h >= SEPARATOR_HEIGHT * line_tallest]
@@ -288,13 +294,14 @@ def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
                 rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "comma or dot"))
                 continue
             soft, (ox, oy), own = _soft_ink(ink, labels, b)
+            whole.add(soft, ox, oy, own)
             if (b.h < SPECKS_PX and ink.sharp is not None
                     and _part_form(_soft_ink(replace(ink, strength=ink.sharp), labels, b)[0]) is None):
                 # Averaging joins dust and dithering into a solid mark; unaveraged, it has no stroke.
                 rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "specks, no stroke"))
                 continue
             parts = None
-            if score is not None and strings.available() and b.w > STRING_MIN_WIDTH * b.h:
+            if use_strings and b.w > STRING_MIN_WIDTH * b.h:
                 parts = _read_string(soft, own, b, score)
             elif score is not None and b.w > SPLIT_WIDTH * b.h:
                 parts = _split(soft, own, b, score)
@@ -303,9 +310,64 @@ def find_digits(pixels: np.ndarray, score: Score | None = None) -> Found:
             else:
                 for image, (x0, y0, x1, y1), *probs in parts:
                     crops.append(Crop(image, to_picture(x0 + ox, y0 + oy, x1 + ox, y1 + oy), n, *probs))
+        # A line of one digit-sized piece is the classifier's to read.
+        if (use_strings and len(crops) > first
+                and (len(line) > 1 or line[0].w > STRING_MIN_WIDTH * line[0].h)):
+            instead = _read_line(whole, crops[first:], score, n)
+            if instead is not None:
+                crops[first:] = [Crop(image, to_picture(*box), n, probs) for image, box, probs in instead]
     # Renumber lines that lost all their members to the height rules.
     renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
     return Found([Crop(c.image, c.box, renumber[c.line], c.string_probs) for c in crops], rejected)
+
+
+class _LineInk:
+    """The soft ink of a line's digits laid side by side as they are in the picture: what the string
+    model reads when it reads the line whole. Marks left out of the line are left out of it too."""
+
+    def __init__(self, line: list[_Blob]):
+        self.x0, self.y0 = min(b.x0 for b in line), min(b.y0 for b in line)
+        x1, y1 = max(b.x1 for b in line), max(b.y1 for b in line)
+        self.pad = max(2, round(0.1 * (y1 - self.y0)))
+        shape = (y1 - self.y0 + 2 * self.pad, x1 - self.x0 + 2 * self.pad)
+        self.soft, self.own = np.zeros(shape, np.float32), np.zeros(shape, bool)
+
+    def add(self, soft: np.ndarray, ox: int, oy: int, own: np.ndarray) -> None:
+        """Lay a piece's soft ink (its region starting at column ox, row oy of the picture) into the line."""
+        y, x = oy - self.y0 + self.pad, ox - self.x0 + self.pad
+        ys, xs = slice(max(0, y), y + soft.shape[0]), slice(max(0, x), x + soft.shape[1])
+        into = self.soft[ys, xs]
+        cut = (slice(max(0, -y), max(0, -y) + into.shape[0]), slice(max(0, -x), max(0, -x) + into.shape[1]))
+        np.maximum(into, soft[cut], out=into)
+        self.own[ys, xs] |= own[cut]
+
+    def to_picture(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+        dx, dy = self.x0 - self.pad, self.y0 - self.pad
+        return x0 + dx, y0 + dy, x1 + dx, y1 + dy
+
+
+def _read_line(whole: _LineInk, crops: list[Crop], score: Score, n: int):
+    """Read a line whole with the string model when that reading fits its ink much better than the
+    digits found one by one do: [(28x28 image, (x0, y0, x1, y1) in the work picture, ten probabilities)],
+    or None to keep the crops.
+
+    Both readings are scored by the string model on the whole line, as the probability of their digit
+    sequence (over every alignment): the classifier knows a digit better, the string model knows where
+    digits are, how many, and what is no digit. The crops stand unless the line reads LINE_MARGIN
+    (in log-probability) better the string model's way.
+    """
+    framed = strings.frames(whole.soft)
+    probs = framed[0]
+    best = [d for d, *_ in strings.greedy(probs)]
+    single = [i for i, c in enumerate(crops) if c.string_probs is None]
+    read = {i: int(p.argmax()) for i, p in zip(single, score(np.stack([crops[i].image for i in single])))} if single else {}
+    found = [read[i] if i in read else int(c.string_probs.argmax()) for i, c in enumerate(crops)]
+    if not best or best == found:
+        return None
+    if strings.sequence_logprob(probs, best) - strings.sequence_logprob(probs, found) <= LINE_MARGIN:
+        return None
+    parts = _string_parts(whole.soft, whole.own, strings.read_spans(whole.soft, framed))
+    return [(image, whole.to_picture(*box), p) for image, box, p in parts]
 
 
 def _soft_ink(ink: Ink, labels: np.ndarray, b: _Blob) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
@@ -396,6 +458,12 @@ def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
     # Reading the piece whole must be less likely than the string model's reading of all its digits.
     if b.w < SURE_SPLIT * b.h and float(score(to_mnist(soft)[None])[0].max()) >= np.prod([p.max() for p, _, _ in spans]):
         return None
+    return _string_parts(soft, own, spans)
+
+
+def _string_parts(soft: np.ndarray, own: np.ndarray, spans):
+    """The digits the string model read at `spans` [(ten probabilities, x0, x1)], cut from soft ink:
+    [(28x28 image, (x0, y0, x1, y1), ten probabilities)], left to right."""
     parts = []
     for probs, x0, x1 in spans:
         inside = np.zeros(own.shape, bool)

@@ -341,6 +341,30 @@ def greedy(probs: np.ndarray) -> list[tuple[int, float, int, int]]:
     return out
 
 
+def sequence_logprob(probs: np.ndarray, digits: list[int]) -> float:
+    """Log-probability that per-frame probabilities (T, 11) spell `digits`, over every path that does
+    (CTC's forward sum), not just the best one: how well a reading made another way fits the model."""
+    T = len(probs)
+    ext = [BLANK]
+    for d in digits:
+        ext += [d + 1, BLANK]
+    S = len(ext)
+    logp = np.log(np.clip(probs, 1e-30, 1.0)).astype(np.float64)
+    alpha = np.full(S, -np.inf)
+    alpha[0] = logp[0, BLANK]
+    if S > 1:
+        alpha[1] = logp[0, ext[1]]
+    ext = np.array(ext)
+    skip = np.zeros(S, bool)  # a digit may follow the digit before the blank before it when they differ
+    skip[2:] = (ext[2:] != BLANK) & (ext[2:] != ext[:-2])
+    for t in range(1, T):
+        stay = alpha
+        step = np.concatenate(([-np.inf], alpha[:-1]))
+        jump = np.where(skip, np.concatenate(([-np.inf, -np.inf], alpha[:-2]))[:S], -np.inf)
+        alpha = np.logaddexp(np.logaddexp(stay, step), jump) + logp[t, ext]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if S > 1 else alpha[-1])
+
+
 def evaluate(model, maker: StringMaker, n: int = EVAL_STRINGS, batch: int = 128) -> float:
     """Share of n strings from `maker` read exactly."""
     import torch
@@ -575,13 +599,21 @@ def read(soft: np.ndarray) -> list[tuple[int, float, int, int]]:
     return [(int(p.argmax()), float(p.max()), x0, x1) for p, x0, x1 in read_spans(soft)]
 
 
-def read_spans(soft: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
-    """As read, with each digit's ten probabilities (at the column where it is surest) instead of one."""
-    soft = np.asarray(soft, np.float32)
-    x, f, first = prepare(soft)
+def frames(soft: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """The network's per-frame probabilities (T, 11: blank, then the digits) for a piece's soft ink, with
+    the scale and first column that map frames back to the piece's columns."""
+    x, f, first = prepare(np.asarray(soft, np.float32))
     logits = _run(x[None, None])[0]  # (T, 11)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=1, keepdims=True), f, first
+
+
+def read_spans(soft: np.ndarray, framed: tuple[np.ndarray, float, int] | None = None
+               ) -> list[tuple[np.ndarray, int, int]]:
+    """As read, with each digit's ten probabilities (at the column where it is surest) instead of one.
+    `framed`: what frames(soft) gave, when the caller has it already."""
+    soft = np.asarray(soft, np.float32)
+    probs, f, first = framed if framed is not None else frames(soft)
     found = greedy(probs)
     if not found:
         return []
