@@ -153,7 +153,8 @@ class Recognizer:
         def in_file(box):  # boxes in the file's pixels, also when it was decoded reduced
             return tuple(v * picture.scale for v in box)
 
-        found = find_digits(picture.pixels, score=self.classify, string_model=self.strings)  # the classifier chooses where touching digits part
+        found = find_digits(picture.pixels, score=self.classify, string_model=self.strings,
+                            not_digit=_not_digit if self.marks else None)  # the classifier chooses where touching digits part
         # A mark whose ink does not survive shaping (to_mnist gives an empty field) is no digit.
         # A digit the string model read is one even when its cut is too thin to shape (a 1 inside a 4).
         crops = [c for c in found.crops if c.image.any() or c.string_probs is not None]
@@ -179,6 +180,10 @@ class Recognizer:
         for d in digits:
             lines[d.line] += str(d.label)
         return Reading("\n".join(lines), digits, picture.notes, tuple(rejected))
+
+
+def _not_digit(images: np.ndarray) -> np.ndarray:
+    return digit_probability(images) < MARK_LEVEL
 
 
 def _together(classifier: np.ndarray, string: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ DASH_STROKES = 2.5  # a wide piece at most this many stroke widths high is a lin
 BLOB_DENSITY = 0.9  # a wide box filled more than this is a blot, not a digit (a bold 8 fills 0.8)
 HYSTERESIS = 0.6  # strokes go on through ink this fraction of the threshold ...
 GROW_STEPS = 3  # ... at most this many pixels from ink above it
+FAINT_SHARE = 0.3  # a piece whose ink is fainter than this share of the boldest piece's is no digit (medians)
 MIN_STRENGTH = 1.5  # a digit's ink is at least this many times the ink threshold
 EDGE_THIN = 0.2  # a piece along a side of the picture at most this many heights wide ...
 EDGE_SPAN = 0.8  # ... and at least this share of the picture high is the page's edge, when other ink is there
@@ -229,10 +230,13 @@ def extract_digits(pixels: np.ndarray, score: Score | None = None) -> list[Crop]
     return find_digits(pixels, score).crops
 
 
-def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bool = True) -> Found:
+def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bool = True,
+                not_digit: Callable[[np.ndarray], np.ndarray] | None = None) -> Found:
     """As extract_digits, and also the marks found that are not digits, with their boxes and why.
+
     With a classifier, the bundled string model (unless string_model is False) reads touching digits
-    and the lines it reads much better whole."""
+    and the lines it reads much better whole; `not_digit` (28x28 crops -> bools) names the marks
+    kept out of a line read whole. They are still among the crops, for the caller to leave out."""
     gray = to_gray(pixels)
     h, w = gray.shape
     scale = min(1.0, WORK_MAX_SIDE / max(h, w))
@@ -267,6 +271,15 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
             rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), reason))
     if not kept:
         return Found([], rejected)
+    # One pen wrote the digits of a picture: a piece far fainter than the boldest one is the paper's
+    # grain or a shadow's edge that the faint-ink threshold let through.
+    strength = [float(np.median(ink.strength[b.y0:b.y1, b.x0:b.x1][np.isin(labels[b.y0:b.y1, b.x0:b.x1], b.ids)]))
+                for b in kept]
+    boldest = max(strength)
+    for b, st in zip(kept, strength):
+        if st < FAINT_SHARE * boldest:
+            rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "much fainter than the other ink"))
+    kept = [b for b, st in zip(kept, strength) if st >= FAINT_SHARE * boldest]
     tallest = max(b.h for b in kept)
     crops = []
     lines = _lines(kept)
@@ -282,6 +295,7 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
     for n, line in enumerate(line for line in lines if line):
         first = len(crops)
         whole = _LineInk(line)
+        marks = []  # crops of this line that not_digit says are no digit
         line_tallest = max(b.h for b in line)
         # The band the line's digits fill: a comma or a dot sits below its middle, no digit does.
         big = [b for b in line if b.h >= SEPARATOR_HEIGHT * line_tallest]
@@ -294,7 +308,6 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
                 rejected.append(Rejected(to_picture(b.x0, b.y0, b.x1, b.y1), "comma or dot"))
                 continue
             soft, (ox, oy), own = _soft_ink(ink, labels, b)
-            whole.add(soft, ox, oy, own)
             if (b.h < SPECKS_PX and ink.sharp is not None
                     and _part_form(_soft_ink(replace(ink, strength=ink.sharp), labels, b)[0]) is None):
                 # Averaging joins dust and dithering into a solid mark; unaveraged, it has no stroke.
@@ -306,16 +319,23 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
             elif score is not None and b.w > SPLIT_WIDTH * b.h:
                 parts = _split(soft, own, b, score)
             if parts is None:
-                crops.append(Crop(to_mnist(soft), to_picture(b.x0, b.y0, b.x1, b.y1), n))
+                image = to_mnist(soft)
+                crops.append(Crop(image, to_picture(b.x0, b.y0, b.x1, b.y1), n))
+                if not_digit is not None and image.any() and bool(not_digit(image[None])[0]):
+                    marks.append(len(crops) - 1)  # a letter or a sign: left out of the line's ink
+                    continue
             else:
                 for image, (x0, y0, x1, y1), *probs in parts:
                     crops.append(Crop(image, to_picture(x0 + ox, y0 + oy, x1 + ox, y1 + oy), n, *probs))
-        # A line of one digit-sized piece is the classifier's to read.
-        if (use_strings and len(crops) > first
-                and (len(line) > 1 or line[0].w > STRING_MIN_WIDTH * line[0].h)):
-            instead = _read_line(whole, crops[first:], score, n)
-            if instead is not None:
-                crops[first:] = [Crop(image, to_picture(*box), n, probs) for image, box, probs in instead]
+            whole.add(soft, ox, oy, own)
+        # A line of one piece is read as a piece is (a wide one by the string model, above): read whole,
+        # a letter or a scribble would escape the digit-or-not check.
+        if use_strings and len(crops) > first and len(line) > 1:
+            digits = [c for i, c in enumerate(crops[first:], first) if i not in marks]
+            instead = _read_line(whole, digits, score) if digits else None
+            if instead is not None:  # the marks stay, for the digit-or-not check to list
+                crops[first:] = ([Crop(image, to_picture(*box), n, probs) for image, box, probs in instead]
+                                 + [crops[i] for i in marks if i >= first])
     # Renumber lines that lost all their members to the height rules.
     renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
     return Found([Crop(c.image, c.box, renumber[c.line], c.string_probs) for c in crops], rejected)
@@ -346,7 +366,7 @@ class _LineInk:
         return x0 + dx, y0 + dy, x1 + dx, y1 + dy
 
 
-def _read_line(whole: _LineInk, crops: list[Crop], score: Score, n: int):
+def _read_line(whole: _LineInk, crops: list[Crop], score: Score):
     """Read a line whole with the string model when that reading fits its ink much better than the
     digits found one by one do: [(28x28 image, (x0, y0, x1, y1) in the work picture, ten probabilities)],
     or None to keep the crops.
