@@ -153,8 +153,10 @@ class Recognizer:
         def in_file(box):  # boxes in the file's pixels, also when it was decoded reduced
             return tuple(v * picture.scale for v in box)
 
-        found = find_digits(picture.pixels, score=self.classify, string_model=self.strings,
-                            not_digit=_not_digit if self.marks else None)  # the classifier chooses where touching digits part
+        # What is weighed while finding the digits is not weighed again.
+        score, digitness = _Remembered(self.classify, (10,)), _Remembered(digit_probability, ())
+        found = find_digits(picture.pixels, score=score, string_model=self.strings,
+                            not_digit=(lambda images: digitness(images) < MARK_LEVEL) if self.marks else None)  # the classifier chooses where touching digits part
         # A mark whose ink does not survive shaping (to_mnist gives an empty field) is no digit.
         # A digit the string model read is one even when its cut is too thin to shape (a 1 inside a 4).
         crops = [c for c in found.crops if c.image.any() or c.string_probs is not None]
@@ -162,12 +164,12 @@ class Recognizer:
         # Digits read whole (not those the string model read in a string) may be marks that are no digit.
         single = [i for i, c in enumerate(crops) if c.string_probs is None]
         if self.marks and single:
-            p = digit_probability(np.stack([crops[i].image for i in single]))
+            p = digitness(np.stack([crops[i].image for i in single]))
             drop = {i for i, pi in zip(single, p) if pi < MARK_LEVEL}
             rejected += [Rejected(in_file(crops[i].box), "not a digit") for i in sorted(drop)]
             crops = [c for i, c in enumerate(crops) if i not in drop]
         renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
-        probs = self.classify(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
+        probs = score(np.stack([c.image for c in crops]) if crops else np.zeros((0, 28, 28), np.uint8))
         probs = [p if c.string_probs is None else _together(p, c.string_probs) for c, p in zip(crops, probs)]
         digits = []
         for crop, p in zip(crops, probs):
@@ -182,8 +184,19 @@ class Recognizer:
         return Reading("\n".join(lines), digits, picture.notes, tuple(rejected))
 
 
-def _not_digit(images: np.ndarray) -> np.ndarray:
-    return digit_probability(images) < MARK_LEVEL
+class _Remembered:
+    """A function of 28x28 crops (N, 28, 28) -> (N, *shape) that remembers its answers within one
+    picture, so no crop is weighed twice."""
+
+    def __init__(self, weigh: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]):
+        self.weigh, self.shape, self.seen = weigh, shape, {}
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        keys = [im.tobytes() for im in images]
+        new = [i for i, k in enumerate(keys) if k not in self.seen]
+        if new:
+            self.seen.update(zip((keys[i] for i in new), self.weigh(np.asarray(images)[new])))
+        return np.stack([self.seen[k] for k in keys]) if keys else np.zeros((0, *self.shape), np.float32)
 
 
 def _together(classifier: np.ndarray, string: np.ndarray) -> np.ndarray:

@@ -295,7 +295,6 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
     for n, line in enumerate(line for line in lines if line):
         first = len(crops)
         whole = _LineInk(line)
-        marks = []  # crops of this line that not_digit says are no digit
         line_tallest = max(b.h for b in line)
         # The band the line's digits fill: a comma or a dot sits below its middle, no digit does.
         big = [b for b in line if b.h >= SEPARATOR_HEIGHT * line_tallest]
@@ -319,18 +318,20 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
             elif score is not None and b.w > SPLIT_WIDTH * b.h:
                 parts = _split(soft, own, b, score)
             if parts is None:
-                image = to_mnist(soft)
-                crops.append(Crop(image, to_picture(b.x0, b.y0, b.x1, b.y1), n))
-                if not_digit is not None and image.any() and bool(not_digit(image[None])[0]):
-                    marks.append(len(crops) - 1)  # a letter or a sign: left out of the line's ink
-                    continue
+                crops.append(Crop(to_mnist(soft), to_picture(b.x0, b.y0, b.x1, b.y1), n))
+                whole.add(soft, ox, oy, own, len(crops) - 1)
             else:
                 for image, (x0, y0, x1, y1), *probs in parts:
                     crops.append(Crop(image, to_picture(x0 + ox, y0 + oy, x1 + ox, y1 + oy), n, *probs))
-            whole.add(soft, ox, oy, own)
+                whole.add(soft, ox, oy, own)
         # A line of one piece is read as a piece is (a wide one by the string model, above): read whole,
         # a letter or a scribble would escape the digit-or-not check.
         if use_strings and len(crops) > first and len(line) > 1:
+            marks = []  # letters and signs read one by one: left out of the line's ink
+            single = [i for i in whole.single if crops[i].image.any()]
+            if not_digit is not None and single:
+                marks = [i for i, no in zip(single, not_digit(np.stack([crops[i].image for i in single]))) if no]
+            whole.lay(leave_out=marks)
             digits = [c for i, c in enumerate(crops[first:], first) if i not in marks]
             instead = _read_line(whole, digits, score) if digits else None
             if instead is not None:  # the marks stay, for the digit-or-not check to list
@@ -351,9 +352,25 @@ class _LineInk:
         self.pad = max(2, round(0.1 * (y1 - self.y0)))
         shape = (y1 - self.y0 + 2 * self.pad, x1 - self.x0 + 2 * self.pad)
         self.soft, self.own = np.zeros(shape, np.float32), np.zeros(shape, bool)
+        self.pieces = []  # (soft, ox, oy, own, the crop it is read as, if one)
 
-    def add(self, soft: np.ndarray, ox: int, oy: int, own: np.ndarray) -> None:
-        """Lay a piece's soft ink (its region starting at column ox, row oy of the picture) into the line."""
+    @property
+    def single(self) -> list[int]:
+        """The crops of pieces read as one digit each."""
+        return [crop for *_, crop in self.pieces if crop is not None]
+
+    def add(self, soft: np.ndarray, ox: int, oy: int, own: np.ndarray, crop: int | None = None) -> None:
+        """A piece's soft ink (its region starting at column ox, row oy of the picture), and the crop it
+        is read as when it is one digit."""
+        self.pieces.append((soft, ox, oy, own, crop))
+
+    def lay(self, leave_out=()) -> None:
+        """Lay the pieces into the line, but those whose crop is in leave_out."""
+        for soft, ox, oy, own, crop in self.pieces:
+            if crop is None or crop not in leave_out:
+                self._lay(soft, ox, oy, own)
+
+    def _lay(self, soft: np.ndarray, ox: int, oy: int, own: np.ndarray) -> None:
         y, x = oy - self.y0 + self.pad, ox - self.x0 + self.pad
         ys, xs = slice(max(0, y), y + soft.shape[0]), slice(max(0, x), x + soft.shape[1])
         into = self.soft[ys, xs]
