@@ -161,3 +161,14 @@ def test_a_faint_pen_on_a_printed_background_keeps_its_strokes_whole(rec, pen, m
 
     monkeypatch.setattr(segment, "HYSTERESIS", 1.0)
     assert rec.read(picture).text != "4053"
+
+
+@pytest.mark.parametrize("text, gap, read", [("4053", -1, "4053"), ("1.50", 2, "150")])
+def test_a_line_is_read_whole_where_that_fits_its_ink_much_better(rec, pen, monkeypatch, text, gap, read):
+    picture = on_paper(pen(text, height=40, gap=gap))
+    assert rec.read(picture).text == read
+    # Read piece by piece only, the same line loses or changes a digit.
+    import digitrec.segment as segment
+
+    monkeypatch.setattr(segment, "_read_line", lambda *a, **k: None)
+    assert rec.read(picture).text != read
