@@ -122,20 +122,6 @@ def test_bad_options_give_one_line(tmp_path, capsys, argv, says):
     assert status == 2 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("knob", ["END_DASH", "TEXTURE"])
-def test_closing_dashes_and_background_remains_add_ink_but_no_labels(monkeypatch, knob):
-    images, labels = tiny_digits(60, 0)
-    for other in ("TEXTURE", "NOISE"):  # drawn over the whole picture, which a closing dash widens
-        monkeypatch.setattr(strings, other, 0.0)
-    monkeypatch.setattr(strings, knob, 0.0)
-    x0, lab0, len0 = strings.StringMaker(images, labels, seed=3).batch(16)
-    monkeypatch.setattr(strings, knob, 1.0)
-    x1, lab1, len1 = strings.StringMaker(images, labels, seed=3).batch(16)
-    assert lab0.tolist() == lab1.tolist() and len0.tolist() == len1.tolist()
-    assert x1.shape[:3] == x0.shape[:3]  # a closing dash may widen the picture
-    assert float(x1.sum()) > 1.02 * float(x0.sum())
-
-
 @pytest.mark.parametrize("digits", [[], [5], [3, 3], [1, 2, 3, 3]])
 def test_sequence_probability_sums_every_alignment_as_ctc_does(digits):
     import torch

@@ -87,7 +87,7 @@ def build_model():
 # ----------------------------------------------------------------------------------------- synthesis
 
 # Layout of a synthetic string (sizes in rows of the 32-row picture, widths as fractions of a digit's).
-LENGTH_WEIGHTS = (0.1, 0.15, 0.16, 0.16, 0.14, 0.12, 0.1, 0.07)  # how often strings of 1..8 digits are made
+LENGTH_WEIGHTS = (0.12, 0.2, 0.2, 0.2, 0.16, 0.12)  # how often strings of 1..6 digits are made
 DIGIT_HEIGHT = (15.0, 27.0)  # the string's digit height
 DIGIT_SCALE = (0.8, 1.1)  # each digit's own size, relative to the string's
 ASPECT = (0.75, 1.3)  # widths squeezed or stretched
@@ -101,13 +101,10 @@ GAP_MODES = (0.15, 0.15, 0.2, 0.5)  # how often neighbours stand apart, touch, o
 INK_CONTACT = 0.35  # strokes meet where both digits' ink is above this
 CONTACT_OVERLAP = (0.0, 0.12)  # after their strokes meet, neighbours slide on by this share of the height
 LIGATURE = 0.2  # chance that a pen stroke joins two neighbours
-SEPARATOR = 0.18  # chance of a dot, comma, dash or slash between two neighbours (read as nothing)
-END_DASH = 0.12  # chance of a dash after the last digit (amounts are closed with one)
+SEPARATOR = 0.12  # chance of a dot, comma or dash between two neighbours (read as nothing)
 RULE = 0.12  # chance of a rule under (or, a quarter of those, through) the string
 THICKEN, THIN = 0.3, 0.15  # chance that the strokes are made bolder or thinner
 NOISE, BLUR = 0.3, 0.3  # chance of noise on the ink and of a blur
-TEXTURE = 0.3  # chance of faint remains of a printed background: wavy lines and dots ...
-TEXTURE_INK = (0.08, 0.35)  # ... this strong
 
 
 def _boxes(images: np.ndarray) -> np.ndarray:
@@ -131,14 +128,11 @@ class StringMaker:
     def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int = 0):
         import torch
 
-        from digitrec.augment import restyle
-
         keep = (images > 40).reshape(len(images), -1).any(axis=1)  # a blank image has no box
+        self.images = torch.from_numpy(images[keep].astype(np.float32) / 255)[:, None]  # (N, 1, 28, 28)
         self.labels = torch.from_numpy(labels[keep].astype(np.int64))
+        self.boxes = torch.from_numpy(_boxes(images[keep]))
         self.gen = torch.Generator().manual_seed(seed)
-        # Some 1s and 7s written as much of the world writes them (an up-stroke, a foot, a crossed stem).
-        self.images = restyle(torch.from_numpy(images[keep].astype(np.float32) / 255)[:, None], self.labels, self.gen)
-        self.boxes = torch.from_numpy(_boxes((self.images[:, 0] * 255).numpy()))
 
     def _u(self, shape, lo, hi):
         import torch
@@ -189,9 +183,8 @@ class StringMaker:
         gap = torch.where((mode == 0) | (mode == 3), u((B, L), *GAP_APART) * hs,  # contact: slid together below
                           torch.where(mode == 1, u((B, L), *GAP_TOUCH), u((B, L), *GAP_OVERLAP)) * narrower)
         sep = (torch.rand((B, L), generator=self.gen) < SEPARATOR) & (torch.arange(L)[None] < lengths[:, None] - 1)
-        sep_kind = torch.randint(0, 4, (B, L), generator=self.gen)  # dot, comma, dash, slash
-        sep_w = torch.where(sep_kind == 2, u((B, L), 0.3, 0.6) * hs,
-                            torch.where(sep_kind == 3, u((B, L), 0.3, 0.5) * hs, u((B, L), 0.1, 0.2) * hs))
+        sep_kind = torch.randint(0, 3, (B, L), generator=self.gen)  # dot, comma, dash
+        sep_w = torch.where(sep_kind == 2, u((B, L), 0.3, 0.6) * hs, u((B, L), 0.1, 0.2) * hs)
         gap = torch.where(sep, sep_w + u((B, L), -0.1, 0.3) * hs, gap)
         left = MARGIN + u((B, 1), 0, 3) + torch.cumsum(torch.cat([torch.zeros(B, 1), (extent + gap)[:, :-1]], 1), 1)
         left = left - torch.clamp(left.min(dim=1, keepdim=True).values - MARGIN, max=0)  # overlaps never go off the left
@@ -200,10 +193,7 @@ class StringMaker:
         tcy = (centre + u((B, L), -RISE, RISE) * hs + u((B, 1), -DRIFT, DRIFT) * hs
                * (torch.arange(L)[None] - (lengths[:, None] - 1) / 2))
         right = torch.where(live, left + extent, 0).max(dim=1).values  # (B,)
-        last = torch.arange(L)[None] == lengths[:, None] - 1
-        end = last & (torch.rand((B, L), generator=self.gen) < END_DASH)  # a dash closing the amount
-        reach = torch.maximum(right, torch.where(end, left + extent + 1.7 * hs, 0).max(dim=1).values)
-        W = int(math.ceil((float(reach.max()) + MARGIN + 2) / WIDTH_STEP) * WIDTH_STEP)
+        W = int(math.ceil((float(right.max()) + MARGIN + 2) / WIDTH_STEP) * WIDTH_STEP)
 
         # Each digit drawn into its own picture of the string, then the pictures laid over each other.
         on = live.flatten()  # only the digits there are get drawn
@@ -240,12 +230,6 @@ class StringMaker:
         dash_y = tcy + u((B, L), -0.15, 0.15) * hs
         segs.append((mid - sep_w / 2, dash_y, mid + sep_w / 2, dash_y + u((B, L), -1, 1), u((B, L), 0.7, 1.5),
                      sep & (sep_kind == 2)))
-        slash_h = u((B, L), 0.35, 0.55) * hs
-        segs.append((mid - sep_w * 0.4, tcy + slash_h, mid + sep_w * 0.4, tcy - slash_h, u((B, L), 0.6, 1.3),
-                     sep & (sep_kind == 3)))
-        end_x = left + extent + u((B, L), 0.1, 0.4) * hs
-        end_y = tcy + u((B, L), -0.1, 0.3) * hs
-        segs.append((end_x, end_y, end_x + u((B, L), 0.4, 1.2) * hs, end_y + u((B, L), -1.5, 1.5), u((B, L), 0.7, 1.5), end))
         rule = torch.rand((B, 1), generator=self.gen) < RULE
         through = torch.rand((B, 1), generator=self.gen) < 0.25
         rule_y = torch.where(through, centre, torch.where(live, bottom, 0).max(dim=1, keepdim=True).values
@@ -266,18 +250,6 @@ class StringMaker:
         blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1)), 3, 1)
         x = torch.where(torch.rand((B, 1, 1, 1), generator=self.gen) < BLUR, blurred, x)
         x = torch.clamp(x * u((B, 1, 1, 1), 0.8, 1.8), 0, 1)
-        # Faint remains of a printed background the ink finder let through: wavy lines, dots.
-        vs = torch.arange(HEIGHT, dtype=torch.float32)[None, None, :, None]
-        us = torch.arange(W, dtype=torch.float32)[None, None, None, :]
-        e = lambda t: t[:, None, None, None]  # noqa: E731
-        angle = u(B, 0, math.pi)
-        phase = (2 * math.pi * (vs * e(torch.cos(angle)) + us * e(torch.sin(angle))) / e(u(B, 3, 10))
-                 + e(u(B, 0, 3)) * torch.sin(2 * math.pi * us / e(u(B, 20, 80)) + e(u(B, 0, 6.3))))
-        lines = torch.clamp(1 - torch.sin(phase / 2).abs() / 0.2, 0, 1)
-        dots = (torch.rand(x.shape, generator=self.gen) < e(u(B, 0, 0.02))).float()
-        texture = torch.maximum(lines * e(torch.rand(B, generator=self.gen) < 0.6), dots) * e(u(B, *TEXTURE_INK))
-        textured = torch.rand((B, 1, 1, 1), generator=self.gen) < TEXTURE
-        x = torch.where(textured, torch.maximum(x, texture), x)
         near = F.max_pool2d(x, 5, 1, 2) > INK_EPS
         noise = torch.randn(x.shape, generator=self.gen) * u((B, 1, 1, 1), 0, 0.15)
         noisy = torch.rand((B, 1, 1, 1), generator=self.gen) < NOISE
@@ -287,9 +259,17 @@ class StringMaker:
 
 def _segments(ax, ay, bx, by, r, on, H, W):
     """Round-ended strokes from (ax, ay) to (bx, by) of radius r, where `on`: (B, S) -> (B, H, W) ink."""
-    from digitrec.augment import strokes
+    import torch
 
-    return strokes(ax, ay, bx, by, r, on, H, W)
+    vs = torch.arange(H, dtype=torch.float32)[None, None, :, None] + 0.5
+    us = torch.arange(W, dtype=torch.float32)[None, None, None, :] + 0.5
+    e = lambda t: t[..., None, None]  # noqa: E731
+    dx, dy = e(bx - ax), e(by - ay)
+    length2 = (dx * dx + dy * dy).clamp(min=1e-6)
+    t = (((us - e(ax)) * dx + (vs - e(ay)) * dy) / length2).clamp(0, 1)
+    dist = torch.hypot(us - e(ax) - t * dx, vs - e(ay) - t * dy)  # (B, S, H, W)
+    ink = (e(r) + 0.5 - dist).clamp(0, 1) * e(on.float())
+    return ink.max(dim=1).values
 
 
 # ----------------------------------------------------------------------------------------- training
