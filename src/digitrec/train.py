@@ -443,6 +443,9 @@ def run_header(cfg: TrainConfig, device: torch.device, precision: str) -> list[s
     resolved = {**asdict(cfg), "bf16": precision == "bf16", "device": str(device), "precision": precision,
                 "threads": torch.get_num_threads(),
                 "data_dir": str(resolve_data_dir(cfg.data_dir))}
+    for key in ("init", "init_member"):  # said only when training starts from a trained model (member)
+        if resolved[key] is None:
+            del resolved[key]
     lines = ["config: " + " ".join(f"{k}={v}" for k, v in resolved.items())]
     try:
         load = os.getloadavg()[0]
