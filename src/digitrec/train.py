@@ -209,8 +209,8 @@ def init_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """The weights of `cfg.init` (a run directory, `bundled` or `personal`) that `cfg.model` starts from:
     the run's model, or the member `cfg.init_member` of an ensemble.
 
-    >>> init_weights(TrainConfig(model="deep", init="bundled", init_member=2))["0.weight"].shape
-    torch.Size([32, 1, 3, 3])
+    >>> init_weights(TrainConfig(model="deep", init="bundled", init_member=2))["1.weight"].shape
+    torch.Size([32, 1, 5, 5])
     """
     from digitrec.checkpoint import ENSEMBLE, load_checkpoint, resolve_run_dir
 
