@@ -44,3 +44,16 @@ def test_the_bundled_model_scores_what_its_model_card_says(real_mnist):
     card = re.search(r"ensemble \*\*(\d+\.\d+)%\*\*", readme)
     assert card, "the model card's ensemble accuracy is missing from the README"
     assert f"{accuracy:.2%}" == card.group(1) + "%"
+
+
+def test_the_bundled_model_reads_other_writers_as_its_model_card_says():
+    """The model card quotes how many optdigits pictures (30 writers outside MNIST's) the whole reader reads right."""
+    folder = Path(__file__).resolve().parents[1].parent / "shared" / "realdigits" / "optdigits"
+    labels = json.loads((folder / "labels.json").read_text())
+    rec = digitrec.load("bundled")
+    right = sum(rec.read(folder / name).text == truth for name, truth in labels.items())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    card = re.search(r"optdigits \*\*(\d+\.\d+)%\*\* \((\d+) of (\d+)\)", readme)
+    assert card, "the model card's optdigits accuracy is missing from the README"
+    assert (right, len(labels)) == (int(card.group(2)), int(card.group(3)))
+    assert f"{right / len(labels):.2%}" == card.group(1) + "%"

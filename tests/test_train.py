@@ -254,3 +254,109 @@ def test_a_busy_machine_is_pointed_out(monkeypatch):
     assert "busy" in note and "load average 3.0" in note and "--threads 1" in note
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     assert not any(line.startswith("note:") for line in train.run_header(TrainConfig.for_model("fast"), train.torch.device("cpu"), "fp32"))
+
+
+# ------------------------------------------------------------------ writing styles, and starting from a trained run
+
+def test_styles_restyle_the_training_digits_and_are_recorded(tiny_mnist, tmp_path, monkeypatch):
+    from digitrec import train
+
+    seen = []
+
+    def restyle(x, labels, g):
+        seen.append(labels.clone())
+        return x
+
+    monkeypatch.setattr(train, "restyle", restyle)
+    lines = []
+    run(tiny_config(tiny_mnist, epochs=1, augment=True, styles=True, dry_run=True), tmp_path / "styled", log=lines.append)
+    assert seen and all(len(labels) == 32 for labels in seen)  # every training batch, before it is distorted
+    assert json.loads((tmp_path / "styled" / "model.json").read_text())["config"]["styles"] is True
+    assert "styles=True" in lines[0] and "1s with an up-stroke" in next(l for l in lines if l.startswith("losses:"))
+    seen.clear()
+    run(tiny_config(tiny_mnist, epochs=1, augment=True, dry_run=True), tmp_path / "plain", log=lambda s: None)
+    assert not seen
+    with pytest.raises(UsageError, match="--no-augment"):
+        tiny_config(tiny_mnist, styles=True, augment=False)
+
+
+STILL = {"lr": 1e-9, "schedule": "constant", "weight_decay": 0.0}  # training that leaves the weights where they start
+
+
+def close_to(weights, source, prefix=""):
+    """True when every weight (not batch-norm statistics, which training updates) is the source's."""
+    return all(torch.allclose(v, source[prefix + k], atol=1e-5) for k, v in weights.items()
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+
+def test_init_starts_from_the_trained_weights(tiny_mnist, tmp_path):
+    source = tmp_path / "source"
+    trained = run(tiny_config(tiny_mnist, epochs=3), source, log=lambda s: None)
+    lines = []
+    started = run(tiny_config(tiny_mnist, epochs=1, init=str(source), **STILL), tmp_path / "tuned", log=lines.append)
+    assert close_to(load_file(tmp_path / "tuned" / "model.safetensors"), load_file(source / "model.safetensors"))
+    assert started["val_accuracy"] >= trained["val_accuracy"] - 0.05
+    fresh = run(tiny_config(tiny_mnist, epochs=1, **STILL), tmp_path / "fresh", log=lambda s: None)
+    assert fresh["val_accuracy"] < 0.5 < trained["val_accuracy"]
+    meta = json.loads((tmp_path / "tuned" / "model.json").read_text())
+    assert meta["config"]["init"] == str(source.resolve()) and meta["config"]["init_member"] is None
+    assert f"starting from the weights of {source.resolve()}" in next(l for l in lines if l.startswith("losses:"))
+
+
+def tiny_ensemble(tiny_mnist, tmp_path):
+    from digitrec.checkpoint import combine_checkpoints
+
+    runs = [tmp_path / f"s{seed}" for seed in (1, 2)]
+    for seed, out in zip((1, 2), runs):
+        run(tiny_config(tiny_mnist, epochs=1, seed=seed), out, log=lambda s: None)
+    combine_checkpoints(runs, tmp_path / "ens")
+    return tmp_path / "ens", runs
+
+
+def test_member_picks_that_model_of_an_ensemble(tiny_mnist, tmp_path):
+    ens, (first, second) = tiny_ensemble(tiny_mnist, tmp_path)
+    run(tiny_config(tiny_mnist, epochs=1, init=str(ens), init_member=1, **STILL), tmp_path / "m1", log=lambda s: None)
+    tuned = load_file(tmp_path / "m1" / "model.safetensors")
+    assert close_to(tuned, load_file(second / "model.safetensors"))
+    assert not close_to(tuned, load_file(first / "model.safetensors"))
+    assert close_to(tuned, load_file(ens / "model.safetensors"), prefix="members.1.")
+    assert json.loads((tmp_path / "m1" / "model.json").read_text())["config"]["init_member"] == 1
+
+
+def test_a_run_started_from_another_resumes_to_the_same_weights(tiny_mnist, tmp_path):
+    source = tmp_path / "source"
+    run(tiny_config(tiny_mnist, epochs=2), source, log=lambda s: None)
+    cfg = tiny_config(tiny_mnist, epochs=3, init=str(source), lr=1e-3, augment=True, styles=True)
+    run(cfg, tmp_path / "straight", log=lambda s: None)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "resumed", log=stop_after_epoch(1))
+    import shutil
+
+    shutil.rmtree(source)  # the resumed run continues from its own checkpoint
+    run(TrainConfig(), tmp_path / "resumed", resume=True, log=lambda s: None)
+    assert same_weights(tmp_path / "straight" / "model.safetensors", tmp_path / "resumed" / "model.safetensors")
+
+
+def test_a_wrong_init_is_one_line_and_makes_no_folder(tiny_mnist, tmp_path, capsys):
+    from digitrec.cli import main
+
+    ens, (first, _) = tiny_ensemble(tiny_mnist, tmp_path)
+    out = tmp_path / "never"
+    common = ["train", "--dry-run", "--threads", "1", "--val-split", "60", "--batch-size", "32", "--no-report",
+              "--data-dir", str(tiny_mnist), "--out", str(out)]
+    cases = [
+        (["--init", str(tmp_path / "missing")], "missing: no such run directory"),
+        (["--init", str(ens)], "an ensemble of 2 models; pick one with --member N, 0 to 1"),
+        (["--init", str(ens), "--member", "2"], "0 to 1, not 2"),
+        (["--init", str(ens), "--member", "-1"], "0 to 1, not -1"),
+        (["--init", str(first), "--member", "0"], "one model, not an ensemble; leave out --member"),
+        (["--init", str(first), "--model", "strided"], "is 'fast', not 'strided'; leave out --model or give --model fast"),
+        (["--member", "0"], "--member picks a model of --init"),
+    ]
+    for extra, message in cases:
+        assert main(common + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (extra, err)
+        assert not out.exists()
+    assert main(common + ["--init", str(ens), "--member", "1"]) == 0  # --model: the member's own, fast
+    assert json.loads((out / "model.json").read_text())["architecture"] == "fast"

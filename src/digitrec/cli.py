@@ -20,6 +20,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_CLOSED_PIPE = 141  # what a shell reports for `cat` stopped by a closed pipe (128 + SIGPIPE)
 LIST_SOURCES = 5  # sources named by `learn list`, the commonest first
+DEFAULT_MODEL = "accurate"  # what `train` trains without --model or --init
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,10 +60,11 @@ def cmd_train(args) -> int:
         run(TrainConfig(data_dir=args.data_dir, threads=args.threads, device=args.device), args.resume, resume=True)
     else:
         cfg = TrainConfig.for_model(
-            args.model, epochs=args.epochs or (1 if args.dry_run else None), batch_size=args.batch_size,
+            train_model(args), epochs=args.epochs or (1 if args.dry_run else None), batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, val_split=args.val_split, augment=args.augment,
             label_smoothing=args.label_smoothing, bf16=args.bf16, threads=args.threads,
-            dry_run=args.dry_run or None, data_dir=args.data_dir, device=args.device)
+            dry_run=args.dry_run or None, data_dir=args.data_dir, device=args.device,
+            styles=args.styles or None, init=args.init, init_member=args.member)
         args.out = args.out or f"runs/{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run(cfg, args.out, overwrite=args.overwrite)
     if args.report and PROCESSES.master:
@@ -70,6 +72,23 @@ def cmd_train(args) -> int:
 
         write_report(args.resume or args.out)
     return 0
+
+
+def train_model(args) -> str:
+    """`--model`, or where it is left out the architecture of the --init model (member), else accurate."""
+    if args.model is not None or args.init is None:
+        return args.model or DEFAULT_MODEL
+    from digitrec.home import read_meta, resolve_model
+
+    try:
+        meta = read_meta(resolve_model(args.init) / "model.json")
+    except UsageError as e:
+        raise UsageError(f"--init: {e}") from None
+    members = meta.get("members")
+    if isinstance(members, list) and args.member is not None and 0 <= args.member < len(members):
+        return members[args.member].get("architecture", DEFAULT_MODEL)
+    # Otherwise the run's own architecture; a wrong --member is then explained by the training's own check.
+    return meta["architecture"] if not isinstance(members, list) else DEFAULT_MODEL
 
 
 def launch_train(args) -> int:
@@ -88,7 +107,7 @@ def launch_train(args) -> int:
         argv.append(a)
     out = args.resume or args.out
     if not out:  # every process must be told the folder the master names
-        out = f"runs/{args.model}-{datetime.now():%Y%m%d-%H%M%S}"
+        out = f"runs/{train_model(args)}-{datetime.now():%Y%m%d-%H%M%S}"
         argv += ["--out", out]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # the master's lines appear as they are printed
     return launch(args.nproc, argv, args.threads, out)
@@ -437,13 +456,19 @@ def build_parser() -> Parser:
     p = sub.add_parser("train", help="train a model on MNIST, then test it",
                        description="Train a model on MNIST. Options left out take the model's own recipe "
                                    "(see `digitrec models`).")
-    p.add_argument("--model", default="accurate", help="architecture, see `digitrec models` (default: accurate)")
+    p.add_argument("--model", help="architecture, see `digitrec models` (default: that of --init, else accurate)")
+    p.add_argument("--init", metavar="RUN_DIR",
+                   help="start from the weights of a trained run (a run directory, bundled or personal) instead of random ones")
+    p.add_argument("--member", type=int, metavar="N", help="with an ensemble as --init: which of its models, from 0")
     p.add_argument("--epochs", type=positive_int, help="passes over the training images")
     p.add_argument("--batch-size", type=positive_int, help="images per optimiser step")
     p.add_argument("--lr", type=positive_float, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--val-split", type=int, default=5000, help="training images held out for validation (default 5000)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, help="random distortions of training digits")
+    p.add_argument("--styles", action="store_true",
+                   help="write half the 1s with a long up-stroke (some on a foot) and 30%% of the 7s crossed, "
+                        "as much of the world writes them, before the distortions")
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0 to <1")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="bfloat16 autocast (default: on where the processor does bf16 natively)")

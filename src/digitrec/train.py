@@ -42,13 +42,14 @@ except ImportError:  # Windows: no advisory locks; training into one folder twic
     fcntl = None
 
 from digitrec import __version__, distributed
-from digitrec.augment import augment_batch
+from digitrec.augment import augment_batch, restyle
 from digitrec.checkpoint import (FORMAT, META, WEIGHTS, load_tensors, read_json, save_checkpoint,
                                  tensors_metadata, write_json)
 from digitrec.data import MNIST, atomic_write_bytes, load_mnist, writable_dir
 from digitrec.data import data_dir as resolve_data_dir
 from digitrec.distributed import PROCESSES, Processes
 from digitrec.errors import UsageError
+from digitrec.home import BUNDLED, PERSONAL
 from digitrec.evaluate import as_batch, evaluate_model, fit_temperature, predict_logits
 from digitrec.models import TemperatureScaled, create_model, get_recipe
 from digitrec.optim import AdamW
@@ -81,6 +82,7 @@ class TrainConfig:
     lr: float = 4e-3  # peak learning rate
     schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"
     augment: bool = True  # random distortions of training batches
+    styles: bool = False  # write some 1s the continental way (up-stroke, foot) and cross some 7s, before distorting
     label_smoothing: float = 0.1  # cross-entropy label smoothing
     weight_decay: float = 5e-4  # AdamW decoupled weight decay; 0 means plain Adam
     seed: int = 0  # seeds weights, shuffling, augmentation and dropout
@@ -90,6 +92,8 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for torch; None: torch's default
     dry_run: bool = False  # a few steps per epoch and small evaluations, for smoke tests
     data_dir: str | None = None  # MNIST folder; None: $DIGITREC_DATA or the user cache
+    init: str | None = None  # run directory whose weights training starts from; None: random weights
+    init_member: int | None = None  # with an ensemble as init: which of its models (0-based)
 
     @classmethod
     def for_model(cls, model: str, **overrides) -> "TrainConfig":
@@ -119,6 +123,9 @@ class TrainConfig:
              "only wait for each other"),
             (bool(DEVICE_NAME.fullmatch(str(self.device))),
              f"--device must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})"),
+            (self.augment or not self.styles,
+             "--styles draws its strokes before the distortions, which --no-augment turns off"),
+            (self.init is not None or self.init_member is None, "--member picks a model of --init: give --init too"),
         ]
         for ok, message in checks:
             if not ok:
@@ -196,6 +203,38 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
     if progress < warmup:
         return cfg.lr * (0.04 + 0.96 * progress / warmup)
     return cfg.lr * (0.002 + 0.998 * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))))
+
+
+def init_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights of `cfg.init` (a run directory, `bundled` or `personal`) that `cfg.model` starts from:
+    the run's model, or the member `cfg.init_member` of an ensemble.
+
+    >>> init_weights(TrainConfig(model="deep", init="bundled", init_member=2))["1.weight"].shape
+    torch.Size([32, 1, 5, 5])
+    """
+    from digitrec.checkpoint import ENSEMBLE, load_checkpoint, resolve_run_dir
+
+    try:
+        source = resolve_run_dir(cfg.init)
+    except UsageError as e:
+        raise UsageError(f"--init: {e}") from None
+    model, meta = load_checkpoint(source)
+    model = model.model if isinstance(model, TemperatureScaled) else model
+    architecture = meta["architecture"]
+    if architecture == ENSEMBLE:
+        n = len(model.members)
+        if cfg.init_member is None or not 0 <= cfg.init_member < n:
+            given = "" if cfg.init_member is None else f", not {cfg.init_member}"
+            raise UsageError(f"--init {cfg.init}: an ensemble of {n} models; pick one with --member N, "
+                             f"0 to {n - 1}{given}")
+        model, architecture = model.members[cfg.init_member], meta["members"][cfg.init_member]["architecture"]
+    elif cfg.init_member is not None:
+        raise UsageError(f"--init {cfg.init}: one model, not an ensemble; leave out --member")
+    if architecture != cfg.model:
+        where = "" if cfg.init_member is None else f" model {cfg.init_member}"
+        raise UsageError(f"--init {cfg.init}{where} is {architecture!r}, not {cfg.model!r}; "
+                         f"leave out --model or give --model {architecture}")
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def split_train_val(mnist: MNIST, val_split: int) -> tuple[torch.Tensor, ...]:
@@ -404,6 +443,9 @@ def run_header(cfg: TrainConfig, device: torch.device, precision: str) -> list[s
     resolved = {**asdict(cfg), "bf16": precision == "bf16", "device": str(device), "precision": precision,
                 "threads": torch.get_num_threads(),
                 "data_dir": str(resolve_data_dir(cfg.data_dir))}
+    for key in ("init", "init_member"):  # said only when training starts from a trained model (member)
+        if resolved[key] is None:
+            del resolved[key]
     lines = ["config: " + " ".join(f"{k}={v}" for k, v in resolved.items())]
     try:
         load = os.getloadavg()[0]
@@ -414,8 +456,12 @@ def run_header(cfg: TrainConfig, device: torch.device, precision: str) -> list[s
                      f"{torch.get_num_threads()} threads then waits for the other programs, and --threads 1 "
                      "can be several times faster")
     smoothing = f"label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "no label smoothing"
-    lines.append(f"losses: train with {smoothing}{' on augmented digits' if cfg.augment else ''}; validation plain "
-                 "cross-entropy on the digits as they are; test after temperature scaling")
+    digits = (" on augmented digits" + (" (some 1s with an up-stroke or foot, some 7s crossed)" if cfg.styles else "")
+              if cfg.augment else "")
+    start = f"; starting from the weights of {cfg.init}" + (
+        f" (model {cfg.init_member})" if cfg.init_member is not None else "") if cfg.init else ""
+    lines.append(f"losses: train with {smoothing}{digits}; validation plain "
+                 f"cross-entropy on the digits as they are; test after temperature scaling{start}")
     return lines
 
 
@@ -525,6 +571,10 @@ def _open_run(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool,
     else:
         cfg.validate()
         resolve_device(cfg.device)
+        if cfg.init is not None:
+            init_weights(cfg)  # a missing run or a wrong member stops the run before its folder is made
+            if cfg.init not in (BUNDLED, PERSONAL):  # recorded so that it still says where from elsewhere
+                cfg.init = str(Path(cfg.init).resolve())
         writable_dir(out, "the run")
     held.enter_context(exclusive(out))
     # Read or deleted only now that no other process writes here.
@@ -594,6 +644,8 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
     if procs.master and meta is not None:
         start_epoch, history = restore(out, model, opt, meta)
         log(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
+    elif procs.master and cfg.init is not None:
+        model.load_state_dict(init_weights(cfg))
     if world > 1:  # the other ranks start from the master's weights and optimiser state
         start_epoch, history, weights, state = distributed.broadcast(procs, (
             start_epoch, history, {k: v.cpu() for k, v in model.state_dict().items()},
@@ -638,6 +690,8 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
             x = as_batch(train_x[idx])  # (b, 1, 28, 28) float in [0, 1]
             y = train_y[idx]
             if cfg.augment:
+                if cfg.styles:  # before the distortions, so that the new strokes are distorted too
+                    x = restyle(x, y, g)
                 x = augment_batch(x, g).contiguous(memory_format=torch.channels_last)
             with autocast:
                 logits = trainer(x)
