@@ -35,7 +35,8 @@ SEPARATOR_HEIGHT = 0.6  # a mark less than this fraction of the line's tallest, 
 MAX_ASPECT = 3.0  # wider than this many heights: a line, a dash or touching digits, not one digit
 DASH_STROKES = 2.5  # a wide piece at most this many stroke widths high is a line or a dash
 BLOB_DENSITY = 0.9  # a wide box filled more than this is a blot, not a digit (a bold 8 fills 0.8)
-HYSTERESIS = 0.6  # strokes go on through ink this fraction of the threshold ...
+FAINT_PEN = 0.2  # the threshold above this share of the strokes' typical strength: a faint pen over print, where ...
+HYSTERESIS = 0.6  # ... strokes go on through ink this fraction of the threshold ...
 GROW_STEPS = 3  # ... at most this many pixels from ink above it
 FAINT_SHARE = 0.3  # a piece whose ink is fainter than this share of the boldest piece's is no digit (medians)
 MIN_STRENGTH = 1.5  # a digit's ink is at least this many times the ink threshold
@@ -255,11 +256,14 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
     # Hysteresis: ink that stands out clearly starts a stroke, which goes on through fainter ink beside
     # it. On a printed background the threshold sits high above the paper's texture and a faint pen's
     # strokes break up under it; the texture alone never starts a stroke.
+    # Only where the threshold sits close to the strokes' own strength: on clean paper the strokes stand
+    # far above it, and growing them would only fatten them towards their neighbours.
     mask = (ink.strength > cut).astype(np.uint8)
-    fainter = (ink.strength > HYSTERESIS * cut).astype(np.uint8)
-    for _ in range(GROW_STEPS):
-        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8)) & fainter
-    ink = replace(ink, threshold=HYSTERESIS * ink.threshold)  # a stroke's ink, from its faintest part on
+    if ink.threshold > FAINT_PEN * ink.level:
+        fainter = (ink.strength > HYSTERESIS * cut).astype(np.uint8)
+        for _ in range(GROW_STEPS):
+            mask = cv2.dilate(mask, np.ones((3, 3), np.uint8)) & fainter
+        ink = replace(ink, threshold=HYSTERESIS * ink.threshold)  # a stroke's ink, from its faintest part on
     labels, blobs = _pieces(mask)
     blobs = _join(blobs)
     rejected, kept = [], []
