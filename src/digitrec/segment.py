@@ -254,10 +254,9 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
     cut = max(ink.threshold, MASK_LEVEL * ink.level)
     _erase_rules(ink.strength, cut)
     # Hysteresis: ink that stands out clearly starts a stroke, which goes on through fainter ink beside
-    # it. On a printed background the threshold sits high above the paper's texture and a faint pen's
-    # strokes break up under it; the texture alone never starts a stroke.
-    # Only where the threshold sits close to the strokes' own strength: on clean paper the strokes stand
-    # far above it, and growing them would only fatten them towards their neighbours.
+    # it. On a printed background the threshold sits high above the paper's texture, close to a faint
+    # pen's strength, and its strokes break up under it; the texture alone never starts a stroke. On
+    # clean paper the strokes stand far above the threshold, and growing them would only fatten them.
     mask = (ink.strength > cut).astype(np.uint8)
     if ink.threshold > FAINT_PEN * ink.level:
         fainter = (ink.strength > HYSTERESIS * cut).astype(np.uint8)
@@ -340,7 +339,7 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
             instead = _read_line(whole, digits, score) if digits else None
             if instead is not None:  # the marks stay, for the digit-or-not check to list
                 crops[first:] = ([Crop(image, to_picture(*box), n, probs) for image, box, probs in instead]
-                                 + [crops[i] for i in marks if i >= first])
+                                 + [crops[i] for i in marks])
     # Renumber lines that lost all their members to the height rules.
     renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
     return Found([Crop(c.image, c.box, renumber[c.line], c.string_probs) for c in crops], rejected)
@@ -354,8 +353,8 @@ class _LineInk:
         self.x0, self.y0 = min(b.x0 for b in line), min(b.y0 for b in line)
         x1, y1 = max(b.x1 for b in line), max(b.y1 for b in line)
         self.pad = max(2, round(0.1 * (y1 - self.y0)))
-        shape = (y1 - self.y0 + 2 * self.pad, x1 - self.x0 + 2 * self.pad)
-        self.soft, self.own = np.zeros(shape, np.float32), np.zeros(shape, bool)
+        self.shape = (y1 - self.y0 + 2 * self.pad, x1 - self.x0 + 2 * self.pad)
+        self.soft = self.own = None  # made by lay, only for the lines read whole
         self.pieces = []  # (soft, ox, oy, own, the crop it is read as, if one)
 
     @property
@@ -370,6 +369,7 @@ class _LineInk:
 
     def lay(self, leave_out=()) -> None:
         """Lay the pieces into the line, but those whose crop is in leave_out."""
+        self.soft, self.own = np.zeros(self.shape, np.float32), np.zeros(self.shape, bool)
         for soft, ox, oy, own, crop in self.pieces:
             if crop is None or crop not in leave_out:
                 self._lay(soft, ox, oy, own)

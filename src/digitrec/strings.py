@@ -259,17 +259,9 @@ class StringMaker:
 
 def _segments(ax, ay, bx, by, r, on, H, W):
     """Round-ended strokes from (ax, ay) to (bx, by) of radius r, where `on`: (B, S) -> (B, H, W) ink."""
-    import torch
+    from digitrec.augment import strokes
 
-    vs = torch.arange(H, dtype=torch.float32)[None, None, :, None] + 0.5
-    us = torch.arange(W, dtype=torch.float32)[None, None, None, :] + 0.5
-    e = lambda t: t[..., None, None]  # noqa: E731
-    dx, dy = e(bx - ax), e(by - ay)
-    length2 = (dx * dx + dy * dy).clamp(min=1e-6)
-    t = (((us - e(ax)) * dx + (vs - e(ay)) * dy) / length2).clamp(0, 1)
-    dist = torch.hypot(us - e(ax) - t * dx, vs - e(ay) - t * dy)  # (B, S, H, W)
-    ink = (e(r) + 0.5 - dist).clamp(0, 1) * e(on.float())
-    return ink.max(dim=1).values
+    return strokes(ax, ay, bx, by, r, on, H, W)
 
 
 # ----------------------------------------------------------------------------------------- training
