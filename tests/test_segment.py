@@ -172,3 +172,18 @@ def test_a_line_is_read_whole_where_that_fits_its_ink_much_better(rec, pen, monk
 
     monkeypatch.setattr(segment, "_read_line", lambda *a, **k: None)
     assert rec.read(picture).text != read
+
+
+def test_a_digit_with_a_long_stem_does_not_make_its_neighbours_commas(rec, pen):
+    # A 4 whose stem runs far below the line, then three digits of the usual size (as on a check).
+    def inked(ink):
+        ys, xs = np.nonzero(ink > 0.05)
+        return ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+    tall, rest = inked(pen("4", height=110)), inked(pen("053", height=50, gap=16))
+    ink = np.zeros((tall.shape[0] + 60, tall.shape[1] + rest.shape[1] + 110), np.float32)
+    ink[30:30 + tall.shape[0], 30:30 + tall.shape[1]] = tall
+    ink[30:30 + rest.shape[0], 80 + tall.shape[1]:80 + tall.shape[1] + rest.shape[1]] = rest  # tops level
+    reading = rec.read(on_paper(ink))
+    assert reading.text == "4053"
+    assert not reading.rejected

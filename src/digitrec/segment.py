@@ -75,6 +75,7 @@ REMNANT = 0.12  # ink of a cut part smaller than this share of it is the neighbo
 STRING_MIN_WIDTH = 0.7  # pieces at least this many heights wide are offered to the string model too (a bold 1 is 0.65) ...
 STRING_SURE = 0.9  # ... which reads one narrower than SPLIT_WIDTH only if each of its 2+ digits is this sure
 LINE_MARGIN = 3.0  # a line is read whole by the string model when its reading is this much likelier there (log-probability)
+LINE_EVEN = 1.6  # ... and when none of its pieces is more than this many times as tall as their median
 INK_SPAN = 0.05  # soft ink above this is a digit's when its box is measured without its strokes
 
 
@@ -298,7 +299,11 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
     for n, line in enumerate(line for line in lines if line):
         first = len(crops)
         whole = _LineInk(line)
-        line_tallest = max(b.h for b in line)
+        # The height of the line's digits: the second tallest piece's, where there are three or more, so
+        # that one digit with a long stem (a 4, a 9 that runs far down) does not make the others look
+        # like commas and dots beside it.
+        heights = sorted((b.h for b in line), reverse=True)
+        line_tallest = heights[1] if len(heights) >= 3 else heights[0]
         # The band the line's digits fill: a comma or a dot sits below its middle, no digit does.
         big = [b for b in line if b.h >= SEPARATOR_HEIGHT * line_tallest]
         middle = (np.median([b.y0 for b in big]) + np.median([b.y1 for b in big])) / 2
@@ -329,7 +334,11 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
                 whole.add(soft, ox, oy, own)
         # A line of one piece is read as a piece is (a wide one by the string model, above): read whole,
         # a letter or a scribble would escape the digit-or-not check.
-        if use_strings and len(crops) > first and len(line) > 1:
+        # The string model learned from lines of digits of about one size: a line where one piece stands
+        # far taller than the others is no such line, and it would read the small ones as nothing.
+        tall = [soft.shape[0] for soft, *_ in whole.pieces]
+        even = bool(tall) and max(tall) <= LINE_EVEN * float(np.median(tall))
+        if use_strings and len(crops) > first and len(line) > 1 and even:
             marks = []  # letters and signs read one by one: left out of the line's ink
             single = [i for i in whole.single if crops[i].image.any()]
             if not_digit is not None and single:
