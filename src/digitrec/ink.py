@@ -34,6 +34,10 @@ RULE_MIN_ACROSS = 1.5  # ... or this many times the picture's other side (no dig
 RULE_COVER = 0.8  # ... with ink along this share of its length ...
 RULE_RUN = 0.04  # ... in straight runs at least this long (also as a fraction of the picture's side) ...
 RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture's other side, 4 pixels at least)
+RULE_STRAIGHT = 1.5  # ... its runs lying within this many pixels of one straight line (beyond half its thickness)
+MAX_RULES = 60  # most lines tried among runs that digits link together ...
+RULE_TILT = 0.2  # ... each tilted at most this much (radians) from the runs' direction ...
+RULE_LINE_COVER = 0.9  # ... with ink along this share of its length (strokes crossing a printed rule do not break it)
 RULE_POOL = 4  # which runs form one rule is worked out on a copy this many times smaller
 
 
@@ -159,6 +163,35 @@ def _dark_on_light(diff: np.ndarray) -> bool:
     return bool(np.clip(-diff - t, 0, None).sum() >= np.clip(diff - t, 0, None).sum())
 
 
+def _on_lines(runs: np.ndarray, thickness: float, need: float) -> np.ndarray:
+    """The runs (rows: across, columns: along) that lie on straight lines at least `need` long with ink
+    along RULE_LINE_COVER of them, as a mask. The lines are found by a Hough transform, strongest first,
+    and each is fitted to the runs near it and fitted again, following a tilted rule to its ends."""
+    band = np.zeros(runs.shape, bool)
+    left = runs.astype(np.uint8)
+    half = thickness / 2 + RULE_STRAIGHT
+    found = cv2.HoughLines(left, 1, np.pi / 360, max(8, int(RULE_COVER * need)),
+                           min_theta=np.pi / 2 - RULE_TILT, max_theta=np.pi / 2 + RULE_TILT)
+    for rho, theta in ([] if found is None else found[:MAX_RULES, 0]):
+        ys, xs = np.nonzero(left)
+        if not len(ys):
+            break
+        near = np.abs(ys - (rho - xs * np.cos(theta)) / np.sin(theta)) <= half
+        for _ in range(12):  # a tilted rule is followed out a little further each time
+            if not near.any() or np.ptp(xs[near]) == 0:
+                break
+            slope, offset = np.polyfit(xs[near], ys[near], 1)
+            grown = np.abs(ys - (slope * xs + offset)) <= half
+            if (grown == near).all():
+                break
+            near = grown
+        along = np.unique(xs[near])
+        if len(along) and along[-1] - along[0] + 1 >= need and len(along) >= RULE_LINE_COVER * (along[-1] - along[0] + 1):
+            band[ys[near], xs[near]] = True
+            left[ys[near], xs[near]] = 0
+    return band
+
+
 def _erase_rules(strength: np.ndarray, cut: float) -> None:
     """Erase ruled lines from the ink above `cut` (in place), keeping the strokes that cross them.
 
@@ -187,7 +220,7 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
             return np.repeat(np.repeat(small, k, axis=0), k, axis=1)
 
         stats = stats * k
-        rule = np.zeros(n, bool)
+        on_rule = np.zeros((h, w), bool)  # the pixels of the rules found, along the line each follows
         thickness = 0.0
         min_length = min(RULE_MIN_LENGTH, RULE_MIN_ACROSS * other)
         span = max(RULE_SPAN * side / 2, min_length)
@@ -209,11 +242,19 @@ def _erase_rules(strength: np.ndarray, cut: float) -> None:
                 continue
             across = inside.sum(axis=0) / np.maximum(crossings, 1)
             t = float(np.percentile(across[along], 20))  # strokes on a rule do not count
-            if t <= max(4.0, RULE_THICKNESS * other) + INK_SCALE - 1:  # the averaging widens it
-                rule[i], thickness = True, max(thickness, t)
-        if not rule.any():
+            if t > max(4.0, RULE_THICKNESS * other) + INK_SCALE - 1:  # the averaging widens it
+                continue
+            # A rule is straight: most of its runs lie on one line. Pen strokes bridged into a long row
+            # (the bars and bellies of a row of digits) lie at many heights; only the runs on the line
+            # are the rule's, and the digits' strokes off it are no part of it.
+            band = _on_lines(inside, t, need)
+            if axis == 0:
+                band = band.T
+            on_rule[y:y + bh, x:x + bw] |= band
+            thickness = max(thickness, t)
+        if not on_rule.any():
             continue
-        on_rule = cv2.dilate((full(rule[lab])[:h, :w] & (runs > 0)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        on_rule = cv2.dilate(on_rule.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         t = int(np.ceil(thickness)) + 2  # from the middle of the rule to clear of it
         # Ink thicker across than the rule is a stroke lying along it: that stays.
         thick = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((t + 1, 1) if axis == 1 else (1, t + 1), np.uint8))
