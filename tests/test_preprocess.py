@@ -103,6 +103,23 @@ def test_ruled_and_squared_paper(grid, tilt):
         assert iou(crop.box, box) > (0.75 if tilt == 0 else 0.5)
 
 
+def test_a_row_of_digits_on_a_printed_baseline_keeps_its_strokes():
+    # A small strip as a check amount is cut: three bold, leaning zeros written fast, touching each
+    # other and sitting on the printed line under them. Their tops line up across the strip too,
+    # but they are no rule: only the printed line goes.
+    from digitrec.ink import _erase_rules
+
+    strength = np.zeros((50, 130), np.float32)
+    for cx in (25, 62, 99):
+        cv2.ellipse(strength, (cx, 27), (19, 15), -25, 0, 360, 1.0, 5, cv2.LINE_AA)
+    strokes = strength > 0.5
+    strength[44:46] = 1.0
+    _erase_rules(strength, 0.3)
+    assert ((strength > 0.3) & strokes).sum() >= 0.85 * strokes.sum()
+    assert (strength[44:46] > 0.3).mean() <= 0.4  # left only where the zeros stand on it
+    assert (strength[8:16] > 0.3).sum() >= 0.95 * strokes[8:16].sum()  # the tops are whole
+
+
 def test_polarity_is_detected():
     assert find_ink(to_gray(written("42", PHOTOS[0]).image)).dark_on_light
     assert not find_ink(to_gray(written("42", PHOTOS[1]).image)).dark_on_light

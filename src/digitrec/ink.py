@@ -37,7 +37,8 @@ RULE_THICKNESS = 0.015  # ... and is at most this thick (fraction of the picture
 RULE_STRAIGHT = 1.5  # ... its runs lying within this many pixels of one straight line (beyond half its thickness)
 MAX_RULES = 60  # most lines tried among runs that digits link together ...
 RULE_TILT = 0.2  # ... each tilted at most this much (radians) from the runs' direction ...
-RULE_LINE_COVER = 0.9  # ... with ink along this share of its length (strokes crossing a printed rule do not break it)
+RULE_LINE_COVER = 0.9  # ... with ink along this share of its length (strokes crossing a printed rule do not break it) ...
+RULE_EDGES = 0.5  # ... and straight edges along this share of it
 RULE_POOL = 4  # which runs form one rule is worked out on a copy this many times smaller
 
 
@@ -186,10 +187,24 @@ def _on_lines(runs: np.ndarray, thickness: float, need: float) -> np.ndarray:
                 break
             near = grown
         along = np.unique(xs[near])
-        if len(along) and along[-1] - along[0] + 1 >= need and len(along) >= RULE_LINE_COVER * (along[-1] - along[0] + 1):
-            band[ys[near], xs[near]] = True
-            left[ys[near], xs[near]] = 0
+        if not len(along) or along[-1] - along[0] + 1 < need or len(along) < RULE_LINE_COVER * (along[-1] - along[0] + 1):
+            continue
+        if _straight_edges(xs[near], ys[near] - (slope * xs[near] + offset)) < RULE_EDGES:
+            continue  # the tops or bellies of a row of digits, lined up
+        band[ys[near], xs[near]] = True
+        left[ys[near], xs[near]] = 0
     return band
+
+
+def _straight_edges(xs: np.ndarray, offsets: np.ndarray) -> float:
+    """The share of the columns along a line where the ink near it starts and ends where it mostly does
+    (within a pixel): its edges are straight, as a printed rule's are between the strokes crossing it.
+    xs: each pixel's column, offsets: its distance across from the line."""
+    order = np.argsort(xs, kind="stable")
+    xs, offsets = xs[order], offsets[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    top, bottom = np.minimum.reduceat(offsets, starts), np.maximum.reduceat(offsets, starts)
+    return float(np.mean((np.abs(top - np.median(top)) <= 1) & (np.abs(bottom - np.median(bottom)) <= 1)))
 
 
 def _erase_rules(strength: np.ndarray, cut: float) -> None:
