@@ -166,27 +166,36 @@ def _dark_on_light(diff: np.ndarray) -> bool:
 
 def _on_lines(runs: np.ndarray, thickness: float, need: float) -> np.ndarray:
     """The runs (rows: across, columns: along) that lie on straight lines at least `need` long with ink
-    along RULE_LINE_COVER of them, as a mask. The lines are found by a Hough transform, strongest first,
-    and each is fitted to the runs near it and fitted again, following a tilted rule to its ends."""
+    along RULE_LINE_COVER of them and straight edges, as a mask. A lone rule is fitted directly; where
+    strokes link several rules, the lines are found by a Hough transform, strongest first. Each line is
+    fitted to the runs near it and fitted again, following a tilted rule to its ends."""
     band = np.zeros(runs.shape, bool)
     left = runs.astype(np.uint8)
     half = thickness / 2 + RULE_STRAIGHT
-    found = cv2.HoughLines(left, 1, np.pi / 360, max(8, int(RULE_COVER * need)),
-                           min_theta=np.pi / 2 - RULE_TILT, max_theta=np.pi / 2 + RULE_TILT)
-    for rho, theta in ([] if found is None else found[:MAX_RULES, 0]):
+    ys, xs = np.nonzero(left)
+    if not len(ys):
+        return band
+    slope, offset = _fit(xs, ys)
+    if np.mean(np.abs(ys - (slope * xs + offset)) <= half) >= RULE_LINE_COVER:
+        candidates = [(slope, offset)]  # one straight line, with little else linked to it
+    else:
+        found = cv2.HoughLines(left, 1, np.pi / 360, max(8, int(RULE_COVER * need)),
+                               min_theta=np.pi / 2 - RULE_TILT, max_theta=np.pi / 2 + RULE_TILT)
+        candidates = [] if found is None else [(-1 / np.tan(t), r / np.sin(t)) for r, t in found[:MAX_RULES, 0]]
+    for slope, offset in candidates:
         ys, xs = np.nonzero(left)
         if not len(ys):
             break
-        near = np.abs(ys - (rho - xs * np.cos(theta)) / np.sin(theta)) <= half
+        near = np.abs(ys - (slope * xs + offset)) <= half
         for _ in range(12):  # a tilted rule is followed out a little further each time
-            if not near.any() or np.ptp(xs[near]) == 0:
+            if near.sum() < 2 or np.ptp(xs[near]) == 0:
                 break
-            slope, offset = np.polyfit(xs[near], ys[near], 1)
+            slope, offset = _fit(xs[near], ys[near])
             grown = np.abs(ys - (slope * xs + offset)) <= half
             if (grown == near).all():
                 break
             near = grown
-        along = np.unique(xs[near])
+        along = np.flatnonzero(np.bincount(xs[near], minlength=1))  # the columns it has ink in
         if not len(along) or along[-1] - along[0] + 1 < need or len(along) < RULE_LINE_COVER * (along[-1] - along[0] + 1):
             continue
         if _straight_edges(xs[near], ys[near] - (slope * xs[near] + offset)) < RULE_EDGES:
@@ -194,6 +203,15 @@ def _on_lines(runs: np.ndarray, thickness: float, need: float) -> np.ndarray:
         band[ys[near], xs[near]] = True
         left[ys[near], xs[near]] = 0
     return band
+
+
+def _fit(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+    """Least-squares line y = slope * x + offset through the points."""
+    mx, my = float(xs.mean()), float(ys.mean())
+    dx = xs - mx
+    var = float((dx * dx).sum())
+    slope = float((dx * (ys - my)).sum()) / var if var else 0.0
+    return slope, my - slope * mx
 
 
 def _straight_edges(xs: np.ndarray, offsets: np.ndarray) -> float:
