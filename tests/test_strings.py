@@ -47,6 +47,38 @@ def test_separators_add_ink_but_no_labels(monkeypatch):
     assert ink1 > 1.02 * ink0
 
 
+def test_amounts_end_in_runs_of_zeros_some_drawn_as_a_fast_pen_writes_them(monkeypatch):
+    from digitrec.marks import pen_zeros
+
+    images, labels = tiny_digits(60, 0)
+    zeros = pen_zeros(12, seed=0)
+    monkeypatch.setattr(strings, "ZERO_RUN", 1.0)
+    monkeypatch.setattr(strings, "PEN_ZERO", 1.0)
+    x, lab, lengths = strings.StringMaker(images, labels, seed=2, zeros=zeros).batch(64)
+    ends = [row[n - 1] for row, n in zip(lab.tolist(), lengths.tolist())]
+    assert ends == [0] * 64  # every string ends in a zero ...
+    assert any(row[0] != 0 for row, n in zip(lab.tolist(), lengths.tolist()) if n > 1)  # ... and starts with any digit
+    monkeypatch.setattr(strings, "ZERO_RUN", 0.0)
+    x, lab, lengths = strings.StringMaker(images, labels, seed=2, zeros=zeros).batch(64)
+    assert [row[n - 1] for row, n in zip(lab.tolist(), lengths.tolist())] != [0] * 64
+
+
+def test_fast_zeros_are_loops_in_mnist_form():
+    from digitrec.marks import pen_zeros
+
+    z = pen_zeros(20, seed=1)
+    assert z.shape == (20, 28, 28) and z.dtype == np.uint8
+    assert (z[:, :2].max() == 0) and (z.reshape(20, -1).max(axis=1) > 200).all()
+    # A loop: the ink closes round an empty middle, as a 0 does (a 1 or a 7 has none).
+    holes = 0
+    for im in z:
+        filled = (im > 60).astype(np.uint8)
+        n, _ = cv2.connectedComponents(1 - filled, connectivity=4)
+        holes += n > 2  # the outside, and a hole inside
+    assert holes >= 14
+    assert len({im.tobytes() for im in z}) == 20
+
+
 def test_greedy_path_collapses_repeats_and_drops_blanks():
     frames = np.full((7, strings.CLASSES), 0.01, np.float32)
     for t, c in enumerate([0, 4, 4, 0, 4, 8, 0]):  # blank, "3", "3", blank, "3", "7", blank

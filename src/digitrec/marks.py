@@ -150,6 +150,38 @@ def continental_ones(n: int, seed: int) -> np.ndarray:
     return np.stack(out)
 
 
+def pen_zeros(n: int, seed: int) -> np.ndarray:
+    """n zeros as a fast pen writes them (28x28 uint8, MNIST's form): ovals leaning right or upright,
+    narrow or round, started near the top and closed short of it, on it or past it, some running on
+    into a stroke towards the next digit."""
+    rng = np.random.default_rng(seed)
+    out = []
+    size, b = 112, 40.0  # drawn on a 112-pixel canvas, 80 pixels high
+    t = np.linspace(0, 1, 120)
+    while len(out) < n:
+        a = b * rng.uniform(0.4, 0.9)
+        lean = math.tan(math.radians(rng.uniform(-8, 35)))  # columns move right this much per row up
+        start = math.radians(-90 + rng.uniform(-50, 40))  # near the top ...
+        sweep = math.radians(360 + rng.uniform(-45, 70))  # ... once round, counterclockwise on the page
+        shrink = rng.uniform(0.8, 1.08)  # the loop ends inside or outside where it started
+        k, phase, wobble = int(rng.integers(2, 4)), rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.07)
+        angle = start - sweep * t
+        r = (1 + (shrink - 1) * t) * (1 + wobble * np.sin(k * angle + phase))
+        ex, ey = a * r * np.cos(angle), b * r * np.sin(angle)
+        path = np.stack([size / 2 + ex - ey * lean, size / 2 + ey], 1)
+        if rng.random() < 0.35:  # the pen runs on to the right, towards the next digit
+            length = rng.uniform(0.2, 0.6) * b
+            step = np.array([1.0, rng.uniform(-0.6, 0.3)]) * length
+            path = np.concatenate([path, path[-1] + np.linspace(0, 1, 12)[:, None] * step])
+        canvas = np.zeros((size, size), np.float32)
+        cv2.polylines(canvas, [np.round(path * 4).astype(np.int32)], False, 1.0, int(rng.integers(7, 16)),
+                      cv2.LINE_AA, shift=2)
+        image = to_mnist(canvas)
+        if image.any():
+            out.append(image)
+    return np.stack(out)
+
+
 def clutter(x, g):
     """What cutting a digit out of a real page leaves around it, put on digits and marks alike so that it
     tells neither: a rule under or through it, a neighbour's stroke at a side, specks."""
@@ -203,9 +235,10 @@ def train(out: Path, steps: int, threads: int, seed: int = 0, batch: int = 128, 
     digits = mnist.train_images[:TRAIN_DIGITS]
     printed, _ = make_font_digits(8000, seed + 1)
     ones = continental_ones(3000, seed + 3)
+    zeros = pen_zeros(3000, seed + 4)
     marks = make_marks(30000, seed + 2)
     log(f"made {len(marks)} marks and {len(printed)} printed digits in {time.perf_counter() - t0:.0f} s")
-    pos = torch.from_numpy(np.concatenate([digits, printed, ones])).float().div(255)[:, None]
+    pos = torch.from_numpy(np.concatenate([digits, printed, ones, zeros])).float().div(255)[:, None]
     neg = torch.from_numpy(marks).float().div(255)[:, None]
     model = build_model()
     opt = AdamW([{"params": list(model.parameters()), "weight_decay": 1e-4}], lr=2e-3)
@@ -227,7 +260,8 @@ def train(out: Path, steps: int, threads: int, seed: int = 0, batch: int = 128, 
     model.eval()
     facts = measure(lambda x: _torch_p(model, x), mnist)
     facts.update(steps=steps, batch=batch, seconds=round(time.perf_counter() - t0),
-                 trained_on=f"MNIST training digits 0-{TRAIN_DIGITS - 1}, 8000 printed digits, 3000 drawn continental 1s and 30000 marks "
+                 trained_on=f"MNIST training digits 0-{TRAIN_DIGITS - 1}, 8000 printed digits, 3000 drawn continental 1s, "
+                            f"3000 drawn fast zeros and 30000 marks "
                             f"({NOT_DIGITS} and scribbles) drawn with Hershey and DejaVu fonts")
     from safetensors.torch import save
 

@@ -104,6 +104,17 @@ LIGATURE = 0.2  # chance that a pen stroke joins two neighbours
 SEPARATOR = 0.12  # chance of a dot, comma or dash between two neighbours (read as nothing)
 RULE = 0.12  # chance of a rule under (or, a quarter of those, through) the string
 THICKEN, THIN = 0.3, 0.15  # chance that the strokes are made bolder or thinner
+# Amounts: many numbers people write end in zeros, and those are written fast, as leaning ovals that
+# run into each other (the cents of a check's `1.500,00`). MNIST's zeros are upright and apart.
+ZERO_RUN = 0.3  # chance that a string ends in a run of 1-4 zeros ...
+PEN_ZERO = 0.5  # ... each of them, as often as not, drawn as a fast pen writes it (marks.pen_zeros) ...
+RUN_LIGATURE = 0.5  # ... joined to the next one by the pen this often ...
+RUN_MODES = (0.1, 0.3, 0.3, 0.3)  # ... standing apart, touching, overlapping or slid into contact this often ...
+RUN_SCALE = (0.6, 1.0)  # ... and as big as the digits before them, or smaller
+RUN_RISE = 0.15  # ... and raised by up to this share of the height
+PEN_ZEROS = 4000  # drawn zeros in the pool
+STYLED_ONES = 0.0  # share of strings whose 1s and 7s augment.restyle writes in the continental way ...
+STYLED_FLAG = (0.3, 0.85)  # ... the 1s' up-strokes this long (shares of the height): on amounts they run far down
 NOISE, BLUR = 0.3, 0.3  # chance of noise on the ink and of a blur
 
 
@@ -125,13 +136,20 @@ class StringMaker:
     >>> x, targets, lengths = maker.batch(64)      # (64, 1, 32, W) float 0..1, (64, 6) labels, (64,) lengths
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int = 0):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int = 0, zeros: np.ndarray | None = None):
+        """`zeros`: drawn zeros (28x28 uint8) that runs of zeros also take from, as often as PEN_ZERO."""
         import torch
 
         keep = (images > 40).reshape(len(images), -1).any(axis=1)  # a blank image has no box
-        self.images = torch.from_numpy(images[keep].astype(np.float32) / 255)[:, None]  # (N, 1, 28, 28)
-        self.labels = torch.from_numpy(labels[keep].astype(np.int64))
-        self.boxes = torch.from_numpy(_boxes(images[keep]))
+        images, labels = images[keep], labels[keep]
+        drawn = np.zeros((0, 28, 28), np.uint8) if zeros is None else zeros[(zeros > 40).reshape(len(zeros), -1).any(axis=1)]
+        self.zeros = torch.from_numpy(np.flatnonzero(labels == 0))  # the pool's zeros ...
+        self.pen_zeros = torch.arange(len(images), len(images) + len(drawn))  # ... and the drawn ones after them
+        images = np.concatenate([images, drawn])
+        labels = np.concatenate([labels, np.zeros(len(drawn), labels.dtype)])
+        self.images = torch.from_numpy(images.astype(np.float32) / 255)[:, None]  # (N, 1, 28, 28)
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.boxes = torch.from_numpy(_boxes(images))
         self.gen = torch.Generator().manual_seed(seed)
 
     def _u(self, shape, lo, hi):
@@ -139,8 +157,9 @@ class StringMaker:
 
         return lo + (hi - lo) * torch.rand(shape, generator=self.gen)
 
-    def _draw(self, idx, on, placement, B: int, L: int, W: int):
-        """Each digit drawn into its own picture of the string: (B, L, H, W)."""
+    def _draw(self, glyphs, on, placement, B: int, L: int, W: int):
+        """Each digit (glyphs: the (n, 1, 28, 28) images of the digits there are) drawn into its own
+        picture of the string: (B, L, H, W)."""
         import torch
         import torch.nn.functional as F
 
@@ -151,7 +170,7 @@ class StringMaker:
         sx = scx + ((us - tcx) - slant * (vs - tcy)) / stretch  # (n, H, W)
         grid = torch.stack([sx.expand(-1, HEIGHT, W) / 14 - 1, sy.expand(-1, HEIGHT, W) / 14 - 1], -1)
         drawn = torch.zeros(B * L, HEIGHT, W)
-        drawn[on] = F.grid_sample(self.images[idx.flatten()[on]], grid, align_corners=False)[:, 0]
+        drawn[on] = F.grid_sample(glyphs, grid, align_corners=False)[:, 0]
         return drawn.view(B, L, HEIGHT, W)
 
     def batch(self, size: int, max_len: int = len(LENGTH_WEIGHTS)):
@@ -164,7 +183,18 @@ class StringMaker:
         weights = torch.tensor(LENGTH_WEIGHTS[:L])
         lengths = torch.multinomial(weights, B, replacement=True, generator=self.gen) + 1  # (B,)
         live = torch.arange(L)[None] < lengths[:, None]  # (B, L)
-        idx = torch.randint(0, len(self.images), (B, L), generator=self.gen)
+        idx = torch.randint(0, len(self.images) - len(self.pen_zeros), (B, L), generator=self.gen)
+        # Amounts end in zeros: the last 1-4 digits of some strings (never all of a longer one's).
+        pos = torch.arange(L)[None]
+        run_len = torch.minimum(torch.randint(1, 5, (B, 1), generator=self.gen), (lengths[:, None] - 1).clamp(min=1))
+        has_run = (torch.rand((B, 1), generator=self.gen) < ZERO_RUN) & (len(self.zeros) > 0)
+        in_run = has_run & live & (pos >= lengths[:, None] - run_len)  # (B, L)
+        if in_run.any():
+            mnist_zero = self.zeros[torch.randint(0, max(1, len(self.zeros)), (B, L), generator=self.gen)]
+            if len(self.pen_zeros):
+                pen = self.pen_zeros[torch.randint(0, len(self.pen_zeros), (B, L), generator=self.gen)]
+                mnist_zero = torch.where(torch.rand((B, L), generator=self.gen) < PEN_ZERO, pen, mnist_zero)
+            idx = torch.where(in_run, mnist_zero, idx)
         labels = torch.where(live, self.labels[idx], -1)
         box = self.boxes[idx]  # (B, L, 4)
         sw, sh = box[..., 1] - box[..., 0], box[..., 3] - box[..., 2]
@@ -172,6 +202,7 @@ class StringMaker:
 
         hs = u((B, 1), *DIGIT_HEIGHT)  # the string's digit height
         th = hs * u((B, L), *DIGIT_SCALE)  # each digit's ink height
+        th = torch.where(in_run, th * u((B, 1), *RUN_SCALE), th)
         zoom = th / sh  # target pixels per source pixel
         tw = sw * zoom * u((B, L), *ASPECT)
         slant = u((B, 1), -SLANT, SLANT) + u((B, L), -0.1, 0.1)
@@ -179,6 +210,8 @@ class StringMaker:
 
         # Gaps after each digit, by how the neighbours meet.
         mode = torch.multinomial(torch.tensor(GAP_MODES), B * L, replacement=True, generator=self.gen).view(B, L)
+        run_mode = torch.multinomial(torch.tensor(RUN_MODES), B * L, replacement=True, generator=self.gen).view(B, L)
+        mode = torch.where(torch.roll(in_run, -1, dims=1), run_mode, mode)  # before a zero of the run
         narrower = torch.minimum(extent, torch.roll(extent, -1, dims=1))
         gap = torch.where((mode == 0) | (mode == 3), u((B, L), *GAP_APART) * hs,  # contact: slid together below
                           torch.where(mode == 1, u((B, L), *GAP_TOUCH), u((B, L), *GAP_OVERLAP)) * narrower)
@@ -192,12 +225,19 @@ class StringMaker:
         centre = HEIGHT / 2 + u((B, 1), -2, 2)
         tcy = (centre + u((B, L), -RISE, RISE) * hs + u((B, 1), -DRIFT, DRIFT) * hs
                * (torch.arange(L)[None] - (lengths[:, None] - 1) / 2))
+        tcy = torch.where(in_run, tcy - u((B, 1), 0, RUN_RISE) * hs, tcy)
         right = torch.where(live, left + extent, 0).max(dim=1).values  # (B,)
         W = int(math.ceil((float(right.max()) + MARGIN + 2) / WIDTH_STEP) * WIDTH_STEP)
 
         # Each digit drawn into its own picture of the string, then the pictures laid over each other.
         on = live.flatten()  # only the digits there are get drawn
-        drawn = self._draw(idx, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
+        glyphs = self.images[idx.flatten()[on]]
+        if STYLED_ONES > 0:
+            from digitrec.augment import restyle
+
+            styled = (torch.rand((B, 1), generator=self.gen) < STYLED_ONES).expand(B, L).flatten()[on]
+            glyphs = torch.where(styled[:, None, None, None], restyle(glyphs, labels.flatten()[on], self.gen, STYLED_FLAG), glyphs)
+        drawn = self._draw(glyphs, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
         # Neighbours in contact: slid together until their strokes meet in some row, then overlapping more.
         contact = (mode == 3) & ~sep & (torch.arange(L)[None] < lengths[:, None] - 1)
         if contact.any():
@@ -210,14 +250,15 @@ class StringMaker:
             shift = -torch.cat([torch.zeros(B, 1), torch.cumsum(slide, 1)[:, :-1]], 1)  # digit i moves by all before it
             left, tcx = left + shift, tcx + shift
             right = torch.where(live, left + extent, 0).max(dim=1).values
-            drawn = self._draw(idx, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
+            drawn = self._draw(glyphs, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
         x = drawn.max(dim=1).values  # (B, H, W)
 
         # Strokes that are not digits: ligatures, separators, rules (segments with round ends).
         segs = []  # each (ax, ay, bx, by, radius, on), (B, S)
         bottom = tcy + th / 2
         nxt = lambda t: torch.roll(t, -1, dims=1)  # noqa: E731
-        lig = (torch.rand((B, L), generator=self.gen) < LIGATURE) & ~sep & (torch.arange(L)[None] < lengths[:, None] - 1)
+        joins = torch.where(torch.roll(in_run, -1, dims=1), RUN_LIGATURE, LIGATURE)
+        lig = (torch.rand((B, L), generator=self.gen) < joins) & ~sep & (torch.arange(L)[None] < lengths[:, None] - 1)
         segs.append((left + extent * u((B, L), 0.7, 0.95), tcy + th * u((B, L), -0.1, 0.45),
                      nxt(left) + nxt(extent) * u((B, L), 0.05, 0.3), nxt(tcy) + nxt(th) * u((B, L), -0.4, 0.4),
                      u((B, L), 0.7, 1.6), lig))
@@ -410,7 +451,9 @@ def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool 
         raise UsageError(f"the training set has {len(mnist.train_images)} digits: strings are made from the first "
                          f"{pool} and measured on the ones after them, so it needs more")
     images, labels = mnist.train_images[:pool], mnist.train_labels[:pool]
-    maker = StringMaker(images, labels, seed=0)
+    from digitrec.marks import pen_zeros
+
+    maker = StringMaker(images, labels, seed=0, zeros=pen_zeros(PEN_ZEROS, seed=0))
     held_out = (pool, min(len(mnist.train_images), pool + HELD_OUT[1] - HELD_OUT[0]))
     held = mnist.train_images[held_out[0]:held_out[1]], mnist.train_labels[held_out[0]:held_out[1]]
     torch.manual_seed(0)
