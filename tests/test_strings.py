@@ -130,11 +130,14 @@ def test_train_resumes_and_export_writes_a_graph_that_reads(tmp_path, capsys):
     assert json.loads((out / strings.META).read_text())["step"] == 2
     assert strings.main(args + ["--steps", "4"]) == 2  # without --resume it does not start over
     assert "--resume" in capsys.readouterr().err
-    assert strings.main(args + ["--steps", "4", "--resume"]) == 0
+    assert strings.main(args + ["--steps", "4", "--resume", "--continental", "0.5"]) == 0
     log = capsys.readouterr().out
     assert "resuming at step 2 of 4" in log
     meta = json.loads((out / strings.META).read_text())
     assert meta["step"] == 4 and meta["held_out"] == "MNIST training images 200-299"
+    # Each stretch of steps says what it learned from.
+    assert meta["stages"] == [{"steps": [0, 2], "zero_runs": strings.ZERO_RUN, "continental": strings.STYLED_ONES},
+                              {"steps": [2, 4], "zero_runs": strings.ZERO_RUN, "continental": 0.5}]
     assert strings.main(["export", str(out)]) == 0
     facts = json.loads((out / "strings.json").read_text())
     assert facts["step"] == 4 and (out / strings.ONNX_NAME).stat().st_size == facts["bytes"]
@@ -142,6 +145,7 @@ def test_train_resumes_and_export_writes_a_graph_that_reads(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, says", [(["train", "--out", "x", "--steps", "0"], "--steps"),
                                         (["train"], "--out"),
+                                        (["train", "--out", "x", "--zero-runs", "1.5"], "--zero-runs"),
                                         (["train", "--out", "{tmp}/run", "--resume"], "nothing to resume"),
                                         (["export", "{tmp}/nowhere"], "no such")])
 def test_bad_options_give_one_line(tmp_path, capsys, argv, says):

@@ -136,9 +136,15 @@ class StringMaker:
     >>> x, targets, lengths = maker.batch(64)      # (64, 1, 32, W) float 0..1, (64, 6) labels, (64,) lengths
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int = 0, zeros: np.ndarray | None = None):
-        """`zeros`: drawn zeros (28x28 uint8) that runs of zeros also take from, as often as PEN_ZERO."""
+    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int = 0, zeros: np.ndarray | None = None,
+                 zero_runs: float | None = None, continental: float | None = None):
+        """`zeros`: drawn zeros (28x28 uint8) that runs of zeros also take from, as often as PEN_ZERO;
+        `zero_runs`, `continental`: shares of strings ending in zeros and written with continental 1s
+        (default ZERO_RUN and STYLED_ONES)."""
         import torch
+
+        self.zero_runs = ZERO_RUN if zero_runs is None else zero_runs
+        self.continental = STYLED_ONES if continental is None else continental
 
         keep = (images > 40).reshape(len(images), -1).any(axis=1)  # a blank image has no box
         images, labels = images[keep], labels[keep]
@@ -187,7 +193,7 @@ class StringMaker:
         # Amounts end in zeros: the last 1-4 digits of some strings (never all of a longer one's).
         pos = torch.arange(L)[None]
         run_len = torch.minimum(torch.randint(1, 5, (B, 1), generator=self.gen), (lengths[:, None] - 1).clamp(min=1))
-        has_run = (torch.rand((B, 1), generator=self.gen) < ZERO_RUN) & (len(self.zeros) > 0)
+        has_run = (torch.rand((B, 1), generator=self.gen) < self.zero_runs) & (len(self.zeros) > 0)
         in_run = has_run & live & (pos >= lengths[:, None] - run_len)  # (B, L)
         if in_run.any():
             mnist_zero = self.zeros[torch.randint(0, max(1, len(self.zeros)), (B, L), generator=self.gen)]
@@ -232,10 +238,10 @@ class StringMaker:
         # Each digit drawn into its own picture of the string, then the pictures laid over each other.
         on = live.flatten()  # only the digits there are get drawn
         glyphs = self.images[idx.flatten()[on]]
-        if STYLED_ONES > 0:
+        if self.continental > 0:
             from digitrec.augment import restyle
 
-            styled = (torch.rand((B, 1), generator=self.gen) < STYLED_ONES).expand(B, L).flatten()[on]
+            styled = (torch.rand((B, 1), generator=self.gen) < self.continental).expand(B, L).flatten()[on]
             glyphs = torch.where(styled[:, None, None, None], restyle(glyphs, labels.flatten()[on], self.gen, STYLED_FLAG), glyphs)
         drawn = self._draw(glyphs, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
         # Neighbours in contact: slid together until their strokes meet in some row, then overlapping more.
@@ -432,7 +438,8 @@ def _load_state(out: Path, model, opt, gen) -> int:
 
 
 def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool = False,
-          data_dir: str | None = None, pool: int = TRAIN_POOL, log=print) -> dict:
+          data_dir: str | None = None, pool: int = TRAIN_POOL, zero_runs: float = ZERO_RUN,
+          continental: float = STYLED_ONES, log=print) -> dict:
     """Train the string model into `out` (resumable), returning its description."""
     import torch
 
@@ -453,7 +460,8 @@ def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool 
     images, labels = mnist.train_images[:pool], mnist.train_labels[:pool]
     from digitrec.marks import pen_zeros
 
-    maker = StringMaker(images, labels, seed=0, zeros=pen_zeros(PEN_ZEROS, seed=0))
+    maker = StringMaker(images, labels, seed=0, zeros=pen_zeros(PEN_ZEROS, seed=0), zero_runs=zero_runs,
+                        continental=continental)
     held_out = (pool, min(len(mnist.train_images), pool + HELD_OUT[1] - HELD_OUT[0]))
     held = mnist.train_images[held_out[0]:held_out[1]], mnist.train_labels[held_out[0]:held_out[1]]
     torch.manual_seed(0)
@@ -469,11 +477,22 @@ def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool 
         from digitrec.checkpoint import read_json
 
         step = _load_state(out, model, opt, maker.gen)
-        meta = {**meta, **{k: v for k, v in read_json(out / META).items() if k in ("seconds", "history")}}
+        before = read_json(out / META)
+        meta = {**meta, **{k: v for k, v in before.items() if k in ("seconds", "history")}}
+        # Runs from before these options were made with neither zero runs nor continental 1s.
+        stages = before.get("stages") or [{"steps": [0, step], "zero_runs": 0.0, "continental": 0.0}]
         log(f"resuming at step {step} of {steps}")
     else:
         n_params = sum(p.numel() for p in model.parameters())
         log(f"string model: {n_params} parameters; {steps} steps of {BATCH} strings; threads {threads}")
+        stages = []
+    # What each stretch of steps learned from (a resumed run may go on with another recipe).
+    here = {"zero_runs": zero_runs, "continental": continental}
+    if stages and {k: stages[-1][k] for k in here} == here:
+        stages[-1]["steps"][1] = steps
+    elif step < steps:
+        stages.append({"steps": [step, steps], **here})
+    meta["stages"] = stages
     amp = torch.autocast("cpu", dtype=torch.bfloat16)
     model.train()
     start, seen, loss_sum = time.perf_counter(), 0, 0.0
@@ -551,7 +570,7 @@ def export(run_dir: Path, out: Path | None = None) -> Path:
             raise UsageError(f"{run_dir}: the ONNX graph does not reproduce the model; not written")
     atomic_write_bytes(out, buf.getvalue())
     facts = {k: meta.get(k) for k in ("step", "steps", "batch", "train_digits", "train_sha256", "held_out",
-                                      "held_out_exact", "seconds")}
+                                      "held_out_exact", "seconds", "stages")}
     facts["bytes"] = len(buf.getvalue())
     facts["input"] = f"float32 (N, 1, {HEIGHT}, W) ink 0..1, W a multiple of {WIDTH_STEP}"
     facts["output"] = f"logits (N, W/{FRAME}, {CLASSES}): blank, then digits 0-9"
@@ -652,6 +671,17 @@ def read_spans(soft: np.ndarray, framed: tuple[np.ndarray, float, int] | None = 
 
 # ------------------------------------------------------------------------------------------- commands
 
+def share(text: str) -> float:
+    """A share between 0 and 1, for the command line."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     from digitrec.cli import EXIT_USAGE, Parser, positive_int
 
@@ -663,6 +693,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default 1)")
     t.add_argument("--resume", action="store_true", help="go on from the last checkpoint in --out")
     t.add_argument("--data-dir", help="where the MNIST files are (default: $DIGITREC_DATA, else the user cache)")
+    t.add_argument("--zero-runs", type=share, default=ZERO_RUN, metavar="SHARE",
+                   help=f"share of strings that end in 1-4 zeros, as amounts do (default {ZERO_RUN})")
+    t.add_argument("--continental", type=share, default=STYLED_ONES, metavar="SHARE",
+                   help=f"share of strings whose 1s may have a long up-stroke and 7s a bar (default {STYLED_ONES})")
     t.add_argument("--pool", type=positive_int, default=TRAIN_POOL, help=argparse.SUPPRESS)  # tiny runs in tests
     e = sub.add_parser("export", help="write the trained string model as ONNX")
     e.add_argument("run", help="the run folder given to train --out")
@@ -672,7 +706,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             if args.pool > TRAIN_POOL:
                 raise UsageError(f"--pool: training digits are taken below index {TRAIN_POOL} only")
-            meta = train(Path(args.out), args.steps, args.threads, args.resume, args.data_dir, args.pool)
+            meta = train(Path(args.out), args.steps, args.threads, args.resume, args.data_dir, args.pool,
+                         args.zero_runs, args.continental)
             print(f"done: step {meta['step']}, held-out strings read exactly {meta.get('held_out_exact', 0):.3f}")
         else:
             print(export(Path(args.run), Path(args.out) if args.out else None))
