@@ -113,8 +113,7 @@ RUN_MODES = (0.1, 0.3, 0.3, 0.3)  # ... standing apart, touching, overlapping or
 RUN_SCALE = (0.6, 1.0)  # ... and as big as the digits before them, or smaller
 RUN_RISE = 0.15  # ... and raised by up to this share of the height
 PEN_ZEROS = 4000  # drawn zeros in the pool
-STYLED_ONES = 0.0  # share of strings whose 1s and 7s augment.restyle writes in the continental way ...
-STYLED_FLAG = (0.3, 0.85)  # ... the 1s' up-strokes this long (shares of the height): on amounts they run far down
+STYLED_ONES = 0.3  # share of strings whose 1s and 7s augment.restyle writes in the continental way
 NOISE, BLUR = 0.3, 0.3  # chance of noise on the ink and of a blur
 
 
@@ -242,7 +241,7 @@ class StringMaker:
             from digitrec.augment import restyle
 
             styled = (torch.rand((B, 1), generator=self.gen) < self.continental).expand(B, L).flatten()[on]
-            glyphs = torch.where(styled[:, None, None, None], restyle(glyphs, labels.flatten()[on], self.gen, STYLED_FLAG), glyphs)
+            glyphs = torch.where(styled[:, None, None, None], restyle(glyphs, labels.flatten()[on], self.gen), glyphs)
         drawn = self._draw(glyphs, on, (scx, scy, tcx, tcy, zoom, slant, tw / sw), B, L, W)
         # Neighbours in contact: slid together until their strokes meet in some row, then overlapping more.
         contact = (mode == 3) & ~sep & (torch.arange(L)[None] < lengths[:, None] - 1)
