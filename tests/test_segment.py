@@ -111,11 +111,11 @@ def read_set(rec, folder: str, keep=lambda k: True) -> float:
 
 
 def test_bank_check_amounts(rec):
-    assert read_set(rec, "checks") >= 0.48
+    assert read_set(rec, "checks") >= 0.68  # 71.9% measured
 
 
 def test_phone_photos_of_single_digits(rec):
-    assert read_set(rec, "photos", lambda k: k.startswith("photo/")) >= 0.96
+    assert read_set(rec, "photos", lambda k: k.startswith("photo/")) >= 0.98  # 99.3% measured
 
 
 def pepper(img: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
