@@ -98,12 +98,10 @@ def strokes(ax, ay, bx, by, radius, on, h: int, w: int) -> torch.Tensor:
     return ink.max(dim=1).values
 
 
-def restyle(x: torch.Tensor, labels: torch.Tensor, g: torch.Generator,
-            flag_length: tuple[float, float] = FLAG_LENGTH) -> torch.Tensor:
+def restyle(x: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Write some 1s and 7s of `x` (B, 1, H, W), floats in [0, 1], as much of the world writes them: a 1
     with a long up-stroke (and sometimes a foot), a 7 crossed through its stem. Other digits, and
     images with no ink, are returned as they are; the strokes added match each digit's pen width.
-    `flag_length`: the up-stroke's length range, as shares of the digit's height.
 
     >>> restyle(ones, torch.ones(len(ones), dtype=torch.long), g)   # flags on half of them
     """
@@ -134,7 +132,7 @@ def restyle(x: torch.Tensor, labels: torch.Tensor, g: torch.Generator,
     r = width / 2
     ax, ay = top_x, y0 + r * 0.5
     angle = torch.deg2rad(u(*FLAG_ANGLE_DEG))
-    length = u(*flag_length) * height
+    length = u(*FLAG_LENGTH) * height
     bx, by = ax - length * torch.cos(angle), ay + length * torch.sin(angle)
     foot_w = u(*FOOT_WIDTH) * height
     fy = y1 - r * 0.5
