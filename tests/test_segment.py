@@ -174,6 +174,16 @@ def test_a_line_is_read_whole_where_that_fits_its_ink_much_better(rec, pen, monk
     assert rec.read(picture).text != read
 
 
+@pytest.mark.parametrize("text, thickness", [("530", 2), ("4096", 1), ("27", 3)])
+def test_a_crop_cut_tight_to_bold_digits_is_read(rec, pen, text, thickness):
+    # No paper round the ink, and nearly half the picture is ink: the paper is still told from it.
+    ink = pen(text, height=40, thickness=thickness, gap=3)
+    ys, xs = np.nonzero(ink > 0.3)
+    tight = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    assert (tight > 0.3).mean() > 0.3
+    assert rec.read(on_paper(tight)).text == text
+
+
 def test_a_digit_with_a_long_stem_does_not_make_its_neighbours_commas(rec, pen):
     # A 4 whose stem runs far below the line, then three digits of the usual size (as on a check).
     def inked(ink):

@@ -25,6 +25,8 @@ MASK_LEVEL = 0.12  # strokes are where ink exceeds this fraction of the typical 
 PAPER_FLOOR = 16  # grey level below which a board counts as this bright (ink is a ratio to it)
 INK_SCALE = 3  # ink is averaged over squares this many pixels wide (a thin pen's stroke)
 IMPULSE_SHARE = 0.5  # when more of the pixels standing out than this stand alone, they are salt-and-pepper noise
+FLAT_PAPER = 75  # paper of one brightness: this percentile of the picture (a tight crop is up to half ink) ...
+FLAT_WINS = 0.5  # ... is taken when the paper looks at least this much less noisy against it
 PAPER_SHOWS = 0.25  # a region along the border where this share is paper between strokes is ink on paper, not a desk
 
 # Ruled lines (notebook rules, graph paper, a margin) are erased before digits are looked for.
@@ -68,19 +70,38 @@ def find_ink(gray: np.ndarray) -> Ink:
     median = cv2.medianBlur(small, BG_WINDOW).astype(np.float32)
     dark = _dark_on_light(grid - _upscale(median, *grid.shape[::-1]))
     paper, edges = _paper(small, median, dark)
+    ink = _against(gray, _upscale(paper, w, h), dark, _upscale(edges, w, h) > 0 if edges.any() else None, step)
+    if dark and ink.threshold > MIN_CONTRAST:
+        # Paper that looks noisy may be paper misjudged: in a crop cut tight to bold digits the wide
+        # median lands inside the strokes in places, and the paper there reads as faint ink or less
+        # than none, so its spread hides the strokes. Paper of one brightness (a small crop's usually
+        # is) is taken instead where the paper then looks much more even. Not on a board: chalk dust
+        # and the light on it vary too much for one brightness.
+        grid_paper = float(np.percentile(grid, FLAT_PAPER))
+        flat = _against(gray, np.full((h, w), grid_paper, np.float32), dark, None, step, paper_only=True)
+        if flat.level > 0 and flat.threshold < FLAT_WINS * ink.threshold:
+            return flat
+    return ink
+
+
+def _against(gray: np.ndarray, paper: np.ndarray, dark: bool, edges: np.ndarray | None, step: int,
+             paper_only: bool = False) -> Ink:
+    """The ink measured against the paper's brightness `paper` (H, W); nothing is ink where `edges`.
+    The paper's own level is the median of the picture, or with `paper_only` the median of what is
+    within MIN_CONTRAST of the paper given (when up to half the picture may be ink)."""
     # Ink over paper as a ratio: both are lit by the same light, so uneven lighting cancels.
-    paper = _upscale(paper, w, h)
     strength = (paper - gray) if dark else (gray - paper)
     strength /= np.maximum(paper, PAPER_FLOOR)
-    if edges.any():
-        strength[_upscale(edges, w, h) > 0] = 0
+    if edges is not None:
+        strength[edges] = 0
     strength = _without_impulses(strength, step)
     # Measured over a stroke's width rather than a pixel: printed dots and hatching under the ink are
     # finer than a pen's stroke and average out, the stroke does not.
     sharp = strength
     strength = cv2.blur(strength, (INK_SCALE, INK_SCALE))
     sample = strength[::step, ::step]
-    centre = float(np.median(sample))
+    near = sample[sample < MIN_CONTRAST] if paper_only else sample
+    centre = float(np.median(near if near.size else sample))
     strength -= centre
     # Noise from the paper's side only: ink departs to one side, and a tight crop is a third ink.
     below = centre - sample[sample <= centre]
