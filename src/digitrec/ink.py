@@ -249,8 +249,9 @@ def _straight_edges(xs: np.ndarray, offsets: np.ndarray) -> float:
 def _erase_rules(strength: np.ndarray, cut: float) -> None:
     """Erase ruled lines from the ink above `cut` (in place), keeping the strokes that cross them.
 
-    A rule is long, thin and nearly straight: runs of ink along one axis that together span most of
-    the picture. On the rule, a pixel keeps only as much ink as there is on both sides of the rule
+    A rule is long, thin and straight: runs of ink along one axis that together span most of the
+    picture and lie on one line with straight edges (_on_lines); only the ink on that line is the
+    rule's, not the digits' strokes linked to it. On the rule, a pixel keeps only as much ink as there is on both sides of the rule
     (a stroke crossing it) or ink thicker than the rule (a stroke lying along it). A stroke as thin as
     the rule that lies along it is lost where it lies on it.
     """

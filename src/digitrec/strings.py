@@ -670,19 +670,8 @@ def read_spans(soft: np.ndarray, framed: tuple[np.ndarray, float, int] | None = 
 
 # ------------------------------------------------------------------------------------------- commands
 
-def share(text: str) -> float:
-    """A share between 0 and 1, for the command line."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    from digitrec.cli import EXIT_USAGE, Parser, positive_int
+    from digitrec.cli import EXIT_USAGE, Parser, positive_int, share
 
     parser = Parser(prog="python -m digitrec.strings", description="Train and export the string model.")
     sub = parser.add_subparsers(dest="command", required=True)
