@@ -75,7 +75,8 @@ def cmd_train(args) -> int:
             lr=args.lr, seed=args.seed, val_split=args.val_split, augment=args.augment,
             label_smoothing=args.label_smoothing, bf16=args.bf16, threads=args.threads,
             dry_run=args.dry_run or None, data_dir=args.data_dir, device=args.device,
-            styles=args.styles or None, init=args.init, init_member=args.member)
+            styles=args.styles or None, init=args.init, init_member=args.member, extra=args.extra,
+            extra_share=args.extra_share)
         args.out = args.out or f"runs/{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run(cfg, args.out, overwrite=args.overwrite)
     if args.report and PROCESSES.master:
@@ -480,6 +481,11 @@ def build_parser() -> Parser:
     p.add_argument("--styles", action="store_true",
                    help="write half the 1s with a long up-stroke (some on a foot) and 30%% of the 7s crossed, "
                         "as much of the world writes them, before the distortions")
+    p.add_argument("--extra", metavar="optdigits|FILE",
+                   help="more training digits by other writers: optdigits (UCI's 30 writers, found in the data folder "
+                        "or downloaded) or a file in its format; the last third of its writers is kept out, to measure on")
+    p.add_argument("--extra-share", type=float, metavar="F",
+                   help="with --extra: the share of every batch drawn from its digits (default 0.25)")
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0 to <1")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="bfloat16 autocast (default: on where the processor does bf16 natively)")

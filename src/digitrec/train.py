@@ -94,6 +94,8 @@ class TrainConfig:
     data_dir: str | None = None  # MNIST folder; None: $DIGITREC_DATA or the user cache
     init: str | None = None  # run directory whose weights training starts from; None: random weights
     init_member: int | None = None  # with an ensemble as init: which of its models (0-based)
+    extra: str | None = None  # more training digits beside MNIST's: "optdigits", or the path of a file in its format
+    extra_share: float = 0.25  # with extra: this share of every batch is drawn from its writers
 
     @classmethod
     def for_model(cls, model: str, **overrides) -> "TrainConfig":
@@ -126,6 +128,7 @@ class TrainConfig:
             (self.augment or not self.styles,
              "--styles draws its strokes before the distortions, which --no-augment turns off"),
             (self.init is not None or self.init_member is None, "--member picks a model of --init: give --init too"),
+            (0 < self.extra_share < 1, f"--extra-share must be between 0 and 1 (got {self.extra_share})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -235,6 +238,19 @@ def init_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
         raise UsageError(f"--init {cfg.init}{where} is {architecture!r}, not {cfg.model!r}; "
                          f"leave out --model or give --model {architecture}")
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def load_extra(cfg: TrainConfig) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((images, labels) trained on, (images, labels) kept out) of --extra: uint8 (N, 28, 28) and int64 (N,)."""
+    import numpy as np
+
+    from digitrec.optdigits import load_optdigits
+
+    digits = load_optdigits(None if cfg.extra == "optdigits" else cfg.extra, data=cfg.data_dir)
+    parts = digits.train(), digits.held_out()
+    if not len(parts[0].labels):
+        raise UsageError(f"--extra {cfg.extra}: {len(digits.labels)} digits is too few to train on")
+    return tuple((torch.from_numpy(p.images), torch.from_numpy(p.labels.astype(np.int64))) for p in parts)
 
 
 def split_train_val(mnist: MNIST, val_split: int) -> tuple[torch.Tensor, ...]:
@@ -446,6 +462,8 @@ def run_header(cfg: TrainConfig, device: torch.device, precision: str) -> list[s
     for key in ("init", "init_member"):  # said only when training starts from a trained model (member)
         if resolved[key] is None:
             del resolved[key]
+    if cfg.extra is None:  # and the extra data's share only when there is some
+        del resolved["extra"], resolved["extra_share"]
     lines = ["config: " + " ".join(f"{k}={v}" for k, v in resolved.items())]
     try:
         load = os.getloadavg()[0]
@@ -575,6 +593,10 @@ def _open_run(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool,
             init_weights(cfg)  # a missing run or a wrong member stops the run before its folder is made
             if cfg.init not in (BUNDLED, PERSONAL):  # recorded so that it still says where from elsewhere
                 cfg.init = str(Path(cfg.init).resolve())
+        if cfg.extra is not None:
+            load_extra(cfg)  # as is a missing or damaged --extra file
+            if cfg.extra != "optdigits":
+                cfg.extra = str(Path(cfg.extra).resolve())
         writable_dir(out, "the run")
     held.enter_context(exclusive(out))
     # Read or deleted only now that no other process writes here.
@@ -627,6 +649,12 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
 
     mnist = load_mnist(cfg.data_dir)
     train_x, train_y, val_x, val_y = split_train_val(mnist, cfg.val_split)
+    extra = extra_held = None
+    if cfg.extra is not None:
+        extra, extra_held = load_extra(cfg)
+        log(f"--extra {cfg.extra}: {len(extra[1])} digits by its first writers, {cfg.extra_share:.0%} of each batch; "
+            f"{len(extra_held[1])} by the last ones kept out, to measure on")
+        extra = tuple(t.to(device) for t in extra)
     train_x, train_y = train_x.to(device), train_y.to(device)  # the whole of MNIST fits in any GPU
     eval_n = DRY_RUN_EVAL if cfg.dry_run else None
 
@@ -689,6 +717,11 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
             idx = batch.tensor_split(world)[rank]  # this rank's disjoint share of the global batch
             x = as_batch(train_x[idx])  # (b, 1, 28, 28) float in [0, 1]
             y = train_y[idx]
+            if extra is not None:  # the last places of the batch go to the other writers' digits
+                k = round(cfg.extra_share * len(y))
+                pick = torch.randint(0, len(extra[1]), (k,), generator=g, device=device)
+                x = torch.cat([x[:len(y) - k], as_batch(extra[0][pick])])
+                y = torch.cat([y[:len(y) - k], extra[1][pick]])
             if cfg.augment:
                 if cfg.styles:  # before the distortions, so that the new strokes are distorted too
                     x = restyle(x, y, g)
@@ -735,6 +768,10 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
     scaled = TemperatureScaled(model, temperature) if temperature else model
     test = evaluate_model(scaled, mnist.test_images[:eval_n], mnist.test_labels[:eval_n])
     last = history[-1]
+    if extra_held is not None and len(extra_held[1]):
+        held = evaluate_model(scaled, extra_held[0].numpy(), extra_held[1].numpy())
+        test.update(extra_held_out_accuracy=held["accuracy"], extra_held_out_n=held["n"])
+        log(f"--extra {cfg.extra}, its writers kept out: accuracy {held['accuracy']:.2%} ({held['n']} digits)")
     summary = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_n": test["n"],
                "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"],
                "train_seconds": round(sum(float(r["seconds"]) for r in history), 3), "epochs": cfg.epochs,
