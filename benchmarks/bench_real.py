@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from digitrec import optdigits
 from digitrec.data import load_mnist
 from digitrec.images import load_image
 from digitrec.recognize import Recognizer, draw_reading, load
@@ -87,12 +88,18 @@ def lone_mark(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     return _photograph(soft, style, rng), ""
 
 
+def kept_out(name: str) -> bool:
+    """Whether optdigits picture tra/NNNN.png (the file's digit NNNN) is by the writers `--extra optdigits` keeps out."""
+    return int(Path(name).stem) >= optdigits.COUNT - round(optdigits.HELD_OUT_SHARE * optdigits.COUNT)
+
+
 def real_sets() -> dict[str, list[tuple[object, str]]]:
     sets = {}
     for name, folder, keep in (("checks", "checks", lambda k: True),
                                ("photos of single digits", "photos", lambda k: k.startswith("photo/")),
                                ("sheets and drawn digits", "photos", lambda k: not k.startswith("photo/")),
-                               ("optdigits", "optdigits", lambda k: True)):
+                               ("optdigits, writers never trained on", "optdigits", lambda k: kept_out(k)),
+                               ("optdigits, writers `--extra optdigits` trains on", "optdigits", lambda k: not kept_out(k))):
         labels = json.loads((REAL / folder / "labels.json").read_text())
         sets[name] = [(REAL / folder / k, v) for k, v in sorted(labels.items()) if keep(k)]
     return sets

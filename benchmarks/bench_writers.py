@@ -2,8 +2,9 @@
 other-writer set in ../shared/realdigits, each read through the whole reader (`digitrec.load(model).read`).
 
 Rows: MNIST test (the 10,000 digits, classified as they are), optdigits (UCI, 30 writers on preprinted
-forms), phone photos of single digits (14 writers), and the digits of bank checks where the number
-of digits read is right (a wrong length leaves no digit to compare); under each, the 1s and 7s alone,
+forms: the last third of the file, by writers `--extra optdigits` never trains on, then the rest),
+phone photos of single digits (14 writers), and the digits of bank checks where the number of digits
+read is right (a wrong length leaves no digit to compare); under each, the 1s and 7s alone,
 which writers outside MNIST's population write differently (a 1 with a long up-stroke or a foot, a
 crossed 7). A picture read as anything but its one digit is wrong.
 
@@ -20,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from digitrec import optdigits
 from digitrec.data import load_mnist
 from digitrec.recognize import Recognizer, load
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdigits"
 WATCHED = ("1", "7")  # digits whose accuracy gets rows of their own
+FIRST_KEPT_OUT = optdigits.COUNT - round(optdigits.HELD_OUT_SHARE * optdigits.COUNT)  # the writers kept out of training
 
 
 def pictures(folder: str, keep=lambda name: True, limit: int | None = None) -> list[tuple[Path, str]]:
@@ -72,8 +75,12 @@ def main() -> None:
     args = p.parse_args()
     models = args.model or ["bundled"]
 
+    # Pictures tra/NNNN.png are the file's digits in its order: `--extra optdigits` trains on those before FIRST_KEPT_OUT.
+    kept_out = lambda k: int(Path(k).stem) >= FIRST_KEPT_OUT  # noqa: E731
     sets = {
-        "optdigits": lambda rec: single_digits(rec, pictures("optdigits", limit=args.limit)),
+        "optdigits, writers never trained on": lambda rec: single_digits(rec, pictures("optdigits", kept_out, args.limit)),
+        "optdigits, writers `--extra optdigits` trains on": lambda rec: single_digits(
+            rec, pictures("optdigits", lambda k: not kept_out(k), args.limit)),
         "photos of single digits": lambda rec: single_digits(
             rec, pictures("photos", lambda k: k.startswith("photo/"), args.limit)),
         "check digits (length right)": lambda rec: check_digits(rec, pictures("checks", limit=args.limit)),

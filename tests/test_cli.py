@@ -106,6 +106,13 @@ def test_the_installed_command_reports_errors_without_traceback(tmp_path):
     assert r.returncode == 0 and "accurate" in r.stdout and "baseline" in r.stdout
 
 
+def test_models_says_what_the_bundled_model_is_and_was_trained_on():
+    r = subprocess.run([sys.executable, "-m", "digitrec.cli", "models"], capture_output=True, text=True)
+    bundled = r.stdout[r.stdout.index("\nbundled "):]
+    assert "4 models (accurate, accurate, deep, deep)" in bundled and "MNIST test 99.70%" in bundled
+    assert "UCI optdigits (20 of its 30 writers)" in bundled and "--extra optdigits --styles" in bundled
+
+
 def test_a_stopped_training_keeps_its_last_epoch_and_resumes(tiny_mnist, tmp_path):
     import signal
 

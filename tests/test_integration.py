@@ -47,13 +47,19 @@ def test_the_bundled_model_scores_what_its_model_card_says(real_mnist):
 
 
 def test_the_bundled_model_reads_other_writers_as_its_model_card_says():
-    """The model card quotes how many optdigits pictures (30 writers outside MNIST's) the whole reader reads right."""
+    """The model card quotes how many optdigits pictures by the writers it never trained on (the file's
+    last third: 30 writers outside MNIST's, 20 of them trained on) the whole reader reads right."""
+    from digitrec import optdigits
+
     folder = Path(__file__).resolve().parents[1].parent / "shared" / "realdigits" / "optdigits"
     labels = json.loads((folder / "labels.json").read_text())
+    first_kept_out = optdigits.COUNT - round(optdigits.HELD_OUT_SHARE * optdigits.COUNT)
+    kept_out = {name: truth for name, truth in labels.items() if int(Path(name).stem) >= first_kept_out}
     rec = digitrec.load("bundled")
-    right = sum(rec.read(folder / name).text == truth for name, truth in labels.items())
+    right = sum(rec.read(folder / name).text == truth for name, truth in kept_out.items())
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    card = re.search(r"optdigits \*\*(\d+\.\d+)%\*\* \((\d+) of (\d+)\)", readme)
+    card = re.search(r"optdigits writers never trained on\s+\*\*(\d+\.\d+)%\*\* \((\d+) of (\d+)\)", readme)
     assert card, "the model card's optdigits accuracy is missing from the README"
-    assert (right, len(labels)) == (int(card.group(2)), int(card.group(3)))
-    assert f"{right / len(labels):.2%}" == card.group(1) + "%"
+    assert (right, len(kept_out)) == (int(card.group(2)), int(card.group(3)))
+    assert f"{right / len(kept_out):.2%}" == card.group(1) + "%"
+    assert right / len(kept_out) >= 0.99  # the target for other writers' digits

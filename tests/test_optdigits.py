@@ -165,6 +165,7 @@ def test_training_with_extra_digits_mixes_them_into_every_batch(tiny_mnist, tmp_
     assert any(l.startswith("--extra") and "kept out: accuracy" in l for l in lines)
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["config"]["extra"] == str(tmp_path / "extra.tra") and meta["config"]["extra_share"] == 0.5
+    assert meta["extra_sha256"] == load_optdigits(tmp_path / "extra.tra").sha256  # what it was trained on
     assert "extra_held_out_accuracy" in json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert summary["test_accuracy"] >= 0
     with pytest.raises(UsageError, match="no such file"):

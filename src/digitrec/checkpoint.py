@@ -118,7 +118,8 @@ def combine_checkpoints(run_dirs: list[str | os.PathLike], out: str | os.PathLik
     # Members vote with their raw logits; the ensemble gets a temperature of its own.
     model = Ensemble([m.model if isinstance(m, TemperatureScaled) else m for m, _ in loaded])
     members = [{"architecture": meta["architecture"], "config": meta.get("config"), "metrics": meta.get("metrics"),
-                "source": Path(d).name} for d, (_, meta) in zip(run_dirs, loaded)]
+                "source": Path(d).name, **{k: meta[k] for k in ("extra_sha256",) if meta.get(k)}}
+               for d, (_, meta) in zip(run_dirs, loaded)]
     shas = {meta.get("train_sha256") for _, meta in loaded}
     meta = {"architecture": ENSEMBLE, "members": members, "config": {"members": len(members)},
             "train_sha256": shas.pop() if len(shas) == 1 else None, "metrics": {},

@@ -445,7 +445,27 @@ def cmd_models(args) -> int:
         r = get_recipe(name)
         print(f"{name:<10} {r.description}\n{'':<10} recipe: {r.epochs} epoch{'s' if r.epochs > 1 else ''}, batch {r.batch_size}, "
               f"lr {r.lr:g} {r.schedule}, augment {'on' if r.augment else 'off'}")
+    print(bundled_recipe())
     return 0
+
+
+def bundled_recipe() -> str:
+    """What the bundled model is made of and was trained on, from its model.json (the README's model card has the rest)."""
+    from digitrec.home import BUNDLED_DIR
+
+    meta = json.loads((BUNDLED_DIR / "model.json").read_text())
+    members = meta.get("members") or [meta]
+    kinds = ", ".join(m["architecture"] for m in members)
+    last = [m.get("config") or {} for m in members]
+    options = sorted({f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                      for c in last for k, v in c.items() if k in ("styles", "extra") and v})
+    extra = {c["extra"] for c in last if c.get("extra")}
+    data = "MNIST's 55,000 training digits" + "".join(
+        f" and the first two thirds of {'UCI optdigits (20 of its 30 writers)' if e == 'optdigits' else e}" for e in sorted(extra))
+    accuracy = (meta.get("metrics") or {}).get("test_accuracy")
+    return (f"{'bundled':<10} what predict, draw and serve read with: {len(members)} models ({kinds}) voting"
+            + (f", MNIST test {accuracy:.2%}" if accuracy else "") + "\n"
+            f"{'':<10} trained on {data}" + (f"; last fine-tuned with {' '.join(options)}" if options else ""))
 
 
 def add_backend_option(p: argparse.ArgumentParser) -> None:

@@ -240,8 +240,9 @@ def init_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def load_extra(cfg: TrainConfig) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """((images, labels) trained on, (images, labels) kept out) of --extra: uint8 (N, 28, 28) and int64 (N,)."""
+def load_extra(cfg: TrainConfig) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], str]:
+    """((images, labels) trained on, (images, labels) kept out, sha256 of the digits) of --extra:
+    uint8 (N, 28, 28) and int64 (N,)."""
     import numpy as np
 
     from digitrec.optdigits import load_optdigits
@@ -250,7 +251,8 @@ def load_extra(cfg: TrainConfig) -> tuple[tuple[torch.Tensor, torch.Tensor], tup
     parts = digits.train(), digits.held_out()
     if not len(parts[0].labels):
         raise UsageError(f"--extra {cfg.extra}: {len(digits.labels)} digits is too few to train on")
-    return tuple((torch.from_numpy(p.images), torch.from_numpy(p.labels.astype(np.int64))) for p in parts)
+    train, held = ((torch.from_numpy(p.images), torch.from_numpy(p.labels.astype(np.int64))) for p in parts)
+    return train, held, digits.sha256
 
 
 def split_train_val(mnist: MNIST, val_split: int) -> tuple[torch.Tensor, ...]:
@@ -649,9 +651,9 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
 
     mnist = load_mnist(cfg.data_dir)
     train_x, train_y, val_x, val_y = split_train_val(mnist, cfg.val_split)
-    extra = extra_held = None
+    extra = extra_held = extra_sha256 = None
     if cfg.extra is not None:
-        extra, extra_held = load_extra(cfg)
+        extra, extra_held, extra_sha256 = load_extra(cfg)
         log(f"--extra {cfg.extra}: {len(extra[1])} digits by its first writers, {cfg.extra_share:.0%} of each batch; "
             f"{len(extra_held[1])} by the last ones kept out, to measure on")
         extra = tuple(t.to(device) for t in extra)
@@ -693,7 +695,8 @@ def _fit(cfg: TrainConfig, out: Path, meta: dict | None, log: Callable[[str], No
 
     def describe(epoch: int, metrics: dict) -> dict:
         return {"architecture": cfg.model, "config": asdict(cfg), "epoch": epoch, "metrics": metrics,
-                "train_sha256": mnist.train_sha256, "digitrec_version": __version__,
+                "train_sha256": mnist.train_sha256, **({"extra_sha256": extra_sha256} if extra_sha256 else {}),
+                "digitrec_version": __version__,
                 "device": str(device), "precision": precision, "world_size": world,
                 "saved": datetime.now().isoformat(timespec="seconds")}
 
