@@ -111,7 +111,7 @@ def read_set(rec, folder: str, keep=lambda k: True) -> float:
 
 
 def test_bank_check_amounts(rec):
-    assert read_set(rec, "checks") >= 0.68  # 71.9% measured
+    assert read_set(rec, "checks") >= 0.73  # 75.8% measured
 
 
 def test_phone_photos_of_single_digits(rec):
@@ -197,3 +197,38 @@ def test_a_digit_with_a_long_stem_does_not_make_its_neighbours_commas(rec, pen):
     reading = rec.read(on_paper(ink))
     assert reading.text == "4053"
     assert not reading.rejected
+
+
+def amount(first_strokes, zeros: int = 3, h: int = 26, width: int = 3) -> np.ndarray:
+    """A small grey-on-paper amount as on a check: pen strokes (polylines, in digit heights from the
+    first digit's top left) and then `zeros` zeros, drawn antialiased."""
+    S, H = 8, 45
+    top = (H - h) // 2
+    W = 60 + 24 * zeros
+    big = np.full((H * S, W * S), 200, np.uint8)
+    for line in first_strokes:
+        pts = np.array([[(8 + x * h) * S, (top + y * h) * S] for x, y in line], np.int32)
+        cv2.polylines(big, [pts], False, 50, width * S, cv2.LINE_AA)
+    right = 8 + h * max(x for line in first_strokes for x, _ in line)
+    for i in range(zeros):
+        cv2.ellipse(big, (int((right + 16 + 24 * i) * S), int((top + h / 2) * S)), (8 * S, h * S // 2),
+                    0, 0, 360, 50, width * S, cv2.LINE_AA)
+    return cv2.resize(big, (W, H), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("flag, angle, slant", [(1.0, 55, 0.1), (1.0, 60, 0.25), (1.1, 60, 0.1)])
+def test_a_one_with_an_up_stroke_as_long_as_its_stem_is_one_digit(rec, flag, angle, slant):
+    # The continental 1 of many check writers: the up-stroke starts near the line's foot, far left,
+    # and meets the stem at the top; the string model alone reads it as 11.
+    a = np.deg2rad(angle)
+    peak = (0.1 + slant + flag * np.cos(a), 0.0)
+    up_from = (peak[0] - flag * np.cos(a), flag * np.sin(a))
+    strokes = [[up_from, peak, (peak[0] - slant, 1.0)]]
+    assert rec.read(amount(strokes)).text == "1000"
+
+
+def test_two_ones_that_touch_at_their_feet_stay_two(rec):
+    # Parallel strokes joined at the foot are two 1s written in one go, not one 1 with an up-stroke:
+    # at the top they are still two strokes, half a height apart.
+    strokes = [[(0.15, 0.0), (0.0, 1.0), (0.5, 1.0), (0.65, 0.0)]]
+    assert rec.read(amount(strokes, zeros=2)).text == "1100"

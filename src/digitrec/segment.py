@@ -76,6 +76,8 @@ STRING_MIN_WIDTH = 0.7  # pieces at least this many heights wide are offered to 
 STRING_SURE = 0.9  # ... which reads one narrower than SPLIT_WIDTH only if each of its 2+ digits is this sure
 LINE_MARGIN = 3.0  # a line is read whole by the string model when its reading is this much likelier there (log-probability)
 LINE_EVEN = 1.6  # ... and when none of its pieces is more than this many times as tall as their median
+TOP_BAND = 0.2  # a piece narrower than SPLIT_WIDTH read as two 1s whose ink in this top share of its height ...
+TOP_NARROW = 0.6  # ... spans at most this share of its width is one 1 with a long up-stroke (strokes meeting at the top)
 INK_SPAN = 0.05  # soft ink above this is a digit's when its box is measured without its strokes
 
 
@@ -416,8 +418,28 @@ def _read_line(whole: _LineInk, crops: list[Crop], score: Score):
         return None
     if strings.sequence_logprob(probs, best) - strings.sequence_logprob(probs, found) <= LINE_MARGIN:
         return None
+    where = strings.centres(whole.soft, framed)
+    for soft, ox, oy, own, crop in whole.pieces:
+        x0 = ox - whole.x0 + whole.pad
+        if (crop is not None and soft.shape[1] <= SPLIT_WIDTH * soft.shape[0]
+                and _two_ones(where, x0, x0 + soft.shape[1]) and _meet_at_top(own)):
+            return None
     parts = _string_parts(whole.soft, whole.own, strings.read_spans(whole.soft, framed))
     return [(image, whole.to_picture(*box), p) for image, box, p in parts]
+
+
+def _meet_at_top(own: np.ndarray) -> bool:
+    """Whether a piece's strokes meet at its top: its ink there is one stroke, far narrower than the piece."""
+    rows, cols = np.nonzero(own)
+    if not len(rows):
+        return False
+    top = rows < rows.min() + TOP_BAND * (rows.max() + 1 - rows.min())
+    return np.ptp(cols[top]) + 1 <= TOP_NARROW * (np.ptp(cols) + 1)
+
+
+def _two_ones(centres, x0: int, x1: int) -> bool:
+    """Whether the string model reads two or more 1s in columns x0..x1 (centres: strings.centres)."""
+    return sum(d == 1 and x0 <= c < x1 for d, c in centres) >= 2
 
 
 def _soft_ink(ink: Ink, labels: np.ndarray, b: _Blob) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
@@ -500,10 +522,13 @@ def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
     it whole than the string model is of all its digits together (a wide 2 or a bold 1 must not become
     two digits); one narrower than SPLIT_WIDTH parts only where the string model is sure of each digit.
     """
-    spans = strings.read_spans(soft)
+    framed = strings.frames(soft)
+    spans = strings.read_spans(soft, framed)
     if len(spans) < 2:
         return None
     if b.w <= SPLIT_WIDTH * b.h and min(float(p.max()) for p, _, _ in spans) < STRING_SURE:
+        return None
+    if b.w <= SPLIT_WIDTH * b.h and _two_ones(strings.centres(soft, framed), 0, soft.shape[1]) and _meet_at_top(own):
         return None
     # Reading the piece whole must be less likely than the string model's reading of all its digits.
     if b.w < SURE_SPLIT * b.h and float(score(to_mnist(soft)[None])[0].max()) >= np.prod([p.max() for p, _, _ in spans]):

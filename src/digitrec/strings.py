@@ -641,6 +641,12 @@ def frames(soft: np.ndarray) -> tuple[np.ndarray, float, int]:
     return e / e.sum(axis=1, keepdims=True), f, first
 
 
+def centres(soft: np.ndarray, framed: tuple[np.ndarray, float, int] | None = None) -> list[tuple[int, float]]:
+    """[(digit, the column of soft where the model reads it)], left to right: where each digit read is."""
+    probs, f, first = framed if framed is not None else frames(np.asarray(soft, np.float32))
+    return [(d, ((a + b) / 2 * FRAME - MARGIN) / f + first) for d, _, a, b in greedy(probs)]
+
+
 def read_spans(soft: np.ndarray, framed: tuple[np.ndarray, float, int] | None = None
                ) -> list[tuple[np.ndarray, int, int]]:
     """As read, with each digit's ten probabilities (at the column where it is surest) instead of one.
