@@ -232,3 +232,10 @@ def test_two_ones_that_touch_at_their_feet_stay_two(rec):
     # at the top they are still two strokes, half a height apart.
     strokes = [[(0.15, 0.0), (0.0, 1.0), (0.5, 1.0), (0.65, 0.0)]]
     assert rec.read(amount(strokes, zeros=2)).text == "1100"
+
+
+@pytest.mark.parametrize("gap", [-3, -6])
+def test_a_1_overlapped_by_the_4_before_it_is_still_read(rec, pen, gap):
+    # The classifier, which never saw two digits in one field, reads the pair as a sure 4; the string
+    # model finds 4 then 1 far likelier than any one digit there.
+    assert rec.read(on_paper(pen("41", height=60, thickness=2, gap=gap))).text == "41"

@@ -74,6 +74,7 @@ SURE_SPLIT = 1.4  # ... (wider ones are always tried in parts)
 REMNANT = 0.12  # ink of a cut part smaller than this share of it is the neighbour's, left out
 STRING_MIN_WIDTH = 0.7  # pieces at least this many heights wide are offered to the string model too (a bold 1 is 0.65) ...
 STRING_SURE = 0.9  # ... which reads one narrower than SPLIT_WIDTH only if each of its 2+ digits is this sure
+PIECE_MARGIN = 3.0  # a piece the classifier is surer of whole still parts where the string model finds its digits this much likelier (log-probability) than any one digit
 LINE_MARGIN = 3.0  # a line is read whole by the string model when its reading is this much likelier there (log-probability)
 LINE_EVEN = 1.6  # ... and when none of its pieces is more than this many times as tall as their median
 TOP_BAND = 0.2  # a piece narrower than SPLIT_WIDTH read as two 1s whose ink in this top share of its height ...
@@ -520,7 +521,10 @@ def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
 
     As for cuts, a piece less than SURE_SPLIT heights wide stays whole when the classifier is surer of
     it whole than the string model is of all its digits together (a wide 2 or a bold 1 must not become
-    two digits); one narrower than SPLIT_WIDTH parts only where the string model is sure of each digit.
+    two digits), unless the string model itself finds its reading PIECE_MARGIN likelier than any one
+    digit: the classifier, which never saw two digits in one field, is sure of overlapping ones too
+    (a 9 over a 4 reads as a sure 4). One narrower than SPLIT_WIDTH parts only
+    where the string model is sure of each digit, and never into two 1s whose strokes meet at the top.
     """
     framed = strings.frames(soft)
     spans = strings.read_spans(soft, framed)
@@ -532,7 +536,11 @@ def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
         return None
     # Reading the piece whole must be less likely than the string model's reading of all its digits.
     if b.w < SURE_SPLIT * b.h and float(score(to_mnist(soft)[None])[0].max()) >= np.prod([p.max() for p, _, _ in spans]):
-        return None
+        # The string model may still find its digits far likelier than any one digit there.
+        probs = framed[0]
+        one = max(strings.sequence_logprob(probs, [d]) for d in range(10))
+        if strings.sequence_logprob(probs, [int(p.argmax()) for p, _, _ in spans]) - one <= PIECE_MARGIN:
+            return None
     return _string_parts(soft, own, spans)
 
 
