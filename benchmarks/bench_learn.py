@@ -47,7 +47,7 @@ def main() -> None:
     from digitrec.data import load_mnist
     from digitrec.evaluate import predict_logits
     from digitrec.learn import FitConfig, Sample, Store, fit
-    from digitrec.optdigits import COUNT, HELD_OUT_SHARE
+    from digitrec.optdigits import FIRST_HELD_OUT
     from digitrec.recognize import load
 
     torch.set_num_threads(args.threads)
@@ -55,7 +55,7 @@ def main() -> None:
     labels = json.loads((root / "labels.json").read_text())
     bundled = load("bundled", backend="torch")
     x, y, source = [], [], []
-    first = COUNT - round(HELD_OUT_SHARE * COUNT) if args.writers == "kept-out" else 0
+    first = FIRST_HELD_OUT if args.writers == "kept-out" else 0
     for name, text in sorted(labels.items()):
         if int(Path(name).stem) < first:
             continue

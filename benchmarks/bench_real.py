@@ -90,7 +90,7 @@ def lone_mark(rng: np.random.Generator) -> tuple[np.ndarray, str]:
 
 def kept_out(name: str) -> bool:
     """Whether optdigits picture tra/NNNN.png (the file's digit NNNN) is by the writers `--extra optdigits` keeps out."""
-    return int(Path(name).stem) >= optdigits.COUNT - round(optdigits.HELD_OUT_SHARE * optdigits.COUNT)
+    return int(Path(name).stem) >= optdigits.FIRST_HELD_OUT
 
 
 def real_sets() -> dict[str, list[tuple[object, str]]]:

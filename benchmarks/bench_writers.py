@@ -27,7 +27,6 @@ from digitrec.recognize import Recognizer, load
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdigits"
 WATCHED = ("1", "7")  # digits whose accuracy gets rows of their own
-FIRST_KEPT_OUT = optdigits.COUNT - round(optdigits.HELD_OUT_SHARE * optdigits.COUNT)  # the writers kept out of training
 
 
 def pictures(folder: str, keep=lambda name: True, limit: int | None = None) -> list[tuple[Path, str]]:
@@ -75,8 +74,8 @@ def main() -> None:
     args = p.parse_args()
     models = args.model or ["bundled"]
 
-    # Pictures tra/NNNN.png are the file's digits in its order: `--extra optdigits` trains on those before FIRST_KEPT_OUT.
-    kept_out = lambda k: int(Path(k).stem) >= FIRST_KEPT_OUT  # noqa: E731
+    # Pictures tra/NNNN.png are the file's digits in its order: `--extra optdigits` trains on those before FIRST_HELD_OUT.
+    kept_out = lambda k: int(Path(k).stem) >= optdigits.FIRST_HELD_OUT  # noqa: E731
     sets = {
         "optdigits, writers never trained on": lambda rec: single_digits(rec, pictures("optdigits", kept_out, args.limit)),
         "optdigits, writers `--extra optdigits` trains on": lambda rec: single_digits(

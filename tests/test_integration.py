@@ -53,8 +53,7 @@ def test_the_bundled_model_reads_other_writers_as_its_model_card_says():
 
     folder = Path(__file__).resolve().parents[1].parent / "shared" / "realdigits" / "optdigits"
     labels = json.loads((folder / "labels.json").read_text())
-    first_kept_out = optdigits.COUNT - round(optdigits.HELD_OUT_SHARE * optdigits.COUNT)
-    kept_out = {name: truth for name, truth in labels.items() if int(Path(name).stem) >= first_kept_out}
+    kept_out = {name: truth for name, truth in labels.items() if int(Path(name).stem) >= optdigits.FIRST_HELD_OUT}
     rec = digitrec.load("bundled")
     right = sum(rec.read(folder / name).text == truth for name, truth in kept_out.items())
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -325,7 +325,7 @@ def find_digits(pixels: np.ndarray, score: Score | None = None, string_model: bo
                 continue
             parts = None
             if use_strings and b.w > STRING_MIN_WIDTH * b.h:
-                parts = _read_string(soft, own, b, score)
+                parts = _read_string(soft, own, b, score, not_digit)
             elif score is not None and b.w > SPLIT_WIDTH * b.h:
                 parts = _split(soft, own, b, score)
             if parts is None:
@@ -514,7 +514,7 @@ def _part_form(soft: np.ndarray) -> np.ndarray | None:
     return image if image.any() else None
 
 
-def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
+def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score, not_digit=None):
     """Read a wide piece with the string model: [(28x28 image, (x0, y0, x1, y1), ten probabilities)] for
     each digit it holds, left to right, cut from the piece at the columns the model read it in; None
     when the piece reads best whole (then it is, as before).
@@ -536,10 +536,13 @@ def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score):
         return None
     # Reading the piece whole must be less likely than the string model's reading of all its digits.
     if b.w < SURE_SPLIT * b.h and float(score(to_mnist(soft)[None])[0].max()) >= np.prod([p.max() for p, _, _ in spans]):
-        # The string model may still find its digits far likelier than any one digit there.
+        # The string model may still find its digits far likelier than any one digit there, unless the
+        # piece is a mark (a # is no 14): then it stays whole, for the digit-or-not check to leave out.
         probs = framed[0]
         one = max(strings.sequence_logprob(probs, [d]) for d in range(10))
         if strings.sequence_logprob(probs, [int(p.argmax()) for p, _, _ in spans]) - one <= PIECE_MARGIN:
+            return None
+        if not_digit is not None and bool(not_digit(to_mnist(soft)[None])[0]):
             return None
     return _string_parts(soft, own, spans)
 
