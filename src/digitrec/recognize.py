@@ -29,6 +29,9 @@ from digitrec.images import Picture, load_image
 from digitrec.marks import MARK_LEVEL, digit_probability
 from digitrec.segment import Rejected, find_digits
 
+ZERO_NEIGHBOURS = 2  # a mark read as 0 is a zero in a line of at least this many other digits ...
+ZERO_SURE = 0.9  # ... read as 0 at least this surely ...
+ZERO_HEIGHT = 0.75  # ... and at least this share of their median height
 LOW_CONFIDENCE = 0.7  # digits read with a lower probability than this are flagged
 TOP_K = 3  # alternatives kept per digit
 STRING_WEIGHT = 1.0  # a digit cut from a string reads by classifier^(1-w) * string model^w: the string model alone reads best
@@ -166,6 +169,7 @@ class Recognizer:
         if self.marks and single:
             p = digitness(np.stack([crops[i].image for i in single]))
             drop = {i for i, pi in zip(single, p) if pi < MARK_LEVEL}
+            drop -= _zeros_among_digits(crops, drop, score)
             rejected += [Rejected(in_file(crops[i].box), "not a digit") for i in sorted(drop)]
             crops = [c for i, c in enumerate(crops) if i not in drop]
         renumber = {old: new for new, old in enumerate(sorted({c.line for c in crops}))}
@@ -182,6 +186,23 @@ class Recognizer:
         for d in digits:
             lines[d.line] += str(d.label)
         return Reading("\n".join(lines), digits, picture.notes, tuple(rejected))
+
+
+def _zeros_among_digits(crops, drop: set[int], score) -> set[int]:
+    """The marks of `drop` that are zeros written among digits: read as 0 surely, in a line holding at
+    least ZERO_NEIGHBOURS other digits or such zeros (one of them a digit the marks check kept), and of
+    their height. A fast, open or looped zero looks more like a letter o than like MNIST's zeros."""
+    zeros = {i for i in drop if (p := score(crops[i].image[None])[0]).argmax() == 0 and p[0] >= ZERO_SURE}
+    keep = set()
+    for i in zeros:
+        line = [j for j, c in enumerate(crops) if c.line == crops[i].line and (j not in drop or j in zeros)]
+        digits = [j for j in line if j not in drop]
+        if len(line) - 1 < ZERO_NEIGHBOURS or not digits:
+            continue
+        height = float(np.median([crops[j].box[3] for j in line]))
+        if crops[i].box[3] >= ZERO_HEIGHT * height:
+            keep.add(i)
+    return keep
 
 
 class _Remembered:
