@@ -504,7 +504,7 @@ def build_parser() -> Parser:
     p.add_argument("--extra", metavar="optdigits|FILE",
                    help="more training digits by other writers: optdigits (UCI's 30 writers, found in the data folder "
                         "or downloaded) or a file in its format; the last third of its writers is kept out, to measure on")
-    p.add_argument("--extra-share", type=float, metavar="F",
+    p.add_argument("--extra-share", type=share, metavar="F",
                    help="with --extra: the share of every batch drawn from its digits (default 0.25)")
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0 to <1")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,

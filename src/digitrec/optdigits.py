@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from digitrec.data import DataError, atomic_write_bytes, content_sha256, data_dir
+from digitrec.data import cache_dir as mnist_cache_dir
 
 NAME = "optdigits-orig.tra"
 # The file as UCI publishes it (unix compress), from the data set's folder and from its archive page.
@@ -52,6 +53,7 @@ class Digits:
 
     @property
     def split(self) -> int:
+        """The first digit kept out (FIRST_HELD_OUT for UCI's file)."""
         return len(self.labels) - round(HELD_OUT_SHARE * len(self.labels))
 
     def train(self) -> "Digits":
@@ -64,8 +66,8 @@ class Digits:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "digitrec" / "optdigits"
+    """Beside MNIST's in the user cache: ~/.cache/digitrec/optdigits."""
+    return mnist_cache_dir().parent / "optdigits"
 
 
 def unlzw(data: bytes) -> bytes:
@@ -185,8 +187,8 @@ def _download(folder: Path) -> Path:
     for url in SOURCES:
         try:
             with urllib.request.urlopen(url, timeout=30) as r:
-                payload = r.read(MAX_BYTES + 1)
-            bitmaps, labels = parse(_text(payload, url), url)
+                text = _text(r.read(MAX_BYTES + 1), url)
+            bitmaps, labels = parse(text, url)
         except (urllib.error.URLError, OSError, DataError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             continue
@@ -195,7 +197,7 @@ def _download(folder: Path) -> Path:
             continue
         target = folder / (NAME + ".gz")
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, gzip.compress(_text(payload, url).encode()))
+        atomic_write_bytes(target, gzip.compress(text.encode()))
         return target
     raise DataError(f"optdigits ({NAME}) not found in the data folder and could not be downloaded "
                     f"({'; '.join(errors)}); put it there (.Z, .gz or plain), or give its path to --extra")
@@ -204,7 +206,8 @@ def _download(folder: Path) -> Path:
 def find(explicit: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The optdigits file: in the data folder (as for MNIST) or its optdigits/ folder, or the user cache,
     else downloaded into the cache."""
-    folders = [data_dir(explicit), data_dir(explicit) / "optdigits", cache_dir()]
+    given = data_dir(explicit)
+    folders = [given, given / "optdigits", cache_dir()]
     for folder in folders:
         for suffix in (".Z", ".gz", ""):
             if (folder / (NAME + suffix)).is_file():

@@ -535,14 +535,15 @@ def _read_string(soft: np.ndarray, own: np.ndarray, b: _Blob, score: Score, not_
     if b.w <= SPLIT_WIDTH * b.h and _two_ones(strings.centres(soft, framed), 0, soft.shape[1]) and _meet_at_top(own):
         return None
     # Reading the piece whole must be less likely than the string model's reading of all its digits.
-    if b.w < SURE_SPLIT * b.h and float(score(to_mnist(soft)[None])[0].max()) >= np.prod([p.max() for p, _, _ in spans]):
+    whole = to_mnist(soft)[None]
+    if b.w < SURE_SPLIT * b.h and float(score(whole)[0].max()) >= np.prod([p.max() for p, _, _ in spans]):
         # The string model may still find its digits far likelier than any one digit there, unless the
         # piece is a mark (a # is no 14): then it stays whole, for the digit-or-not check to leave out.
         probs = framed[0]
         one = max(strings.sequence_logprob(probs, [d]) for d in range(10))
         if strings.sequence_logprob(probs, [int(p.argmax()) for p, _, _ in spans]) - one <= PIECE_MARGIN:
             return None
-        if not_digit is not None and bool(not_digit(to_mnist(soft)[None])[0]):
+        if not_digit is not None and bool(not_digit(whole)[0]):
             return None
     return _string_parts(soft, own, spans)
 
