@@ -174,3 +174,32 @@ def test_sequence_probability_sums_every_alignment_as_ctc_does(digits):
     # The best path's own sequence is at least as likely as that one path.
     best = strings.greedy(log_probs.exp().numpy())
     assert strings.sequence_logprob(log_probs.exp().numpy(), [d for d, *_ in best]) >= float(log_probs.max(-1).values.sum()) - 1e-9
+
+
+def _frames_of(path, sure=0.9):
+    """Per-frame probabilities (T, 11) that spell `path` (classes, 0 the blank), each frame this sure."""
+    probs = np.full((len(path), strings.CLASSES), (1 - sure) / (strings.CLASSES - 1), np.float32)
+    probs[np.arange(len(path)), path] = sure
+    return probs
+
+
+def test_a_digit_found_only_in_the_wider_reading_is_kept_when_likelier(monkeypatch):
+    # Read as it is, the piece is a 7 (a 1 hidden in its stroke); drawn wider, a 1 then a 7.
+    plain, wide = _frames_of([0, 8, 8, 8, 0, 0]), _frames_of([0, 2, 0, 0, 8, 8, 0, 0])
+    monkeypatch.setattr(strings, "_frames_at", lambda soft, s: (plain if s == 1 else wide, 2.0 * s, 0.0))
+    monkeypatch.setattr(strings, "STRETCHES", (1.0, 1.3))
+    probs, f, first = strings.frames(np.ones((10, 10), np.float32))
+    assert [d for d, *_ in strings.greedy(probs)] == [1, 7]
+    assert f == pytest.approx(2.6)  # columns map back to the piece's own
+    # Unless the plain frames make the extra digit far less likely than the 7 alone.
+    plain[:, :] = _frames_of([0, 8, 8, 8, 0, 0], sure=0.999)
+    wide[:, :] = _frames_of([0, 2, 0, 0, 8, 8, 0, 0], sure=0.5)
+    assert [d for d, *_ in strings.greedy(strings.frames(np.ones((10, 10), np.float32))[0])] == [7]
+
+
+def test_the_wider_reading_never_replaces_digits_of_the_same_count(monkeypatch):
+    plain, wide = _frames_of([0, 10, 0, 4, 0], sure=0.6), _frames_of([0, 9, 9, 0, 3, 3, 0], sure=0.99)
+    monkeypatch.setattr(strings, "_frames_at", lambda soft, s: (plain if s == 1 else wide, 2.0 * s, 0.0))
+    monkeypatch.setattr(strings, "STRETCHES", (1.0, 1.3))
+    probs, f, _ = strings.frames(np.ones((10, 10), np.float32))
+    assert [d for d, *_ in strings.greedy(probs)] == [9, 3] and f == 2.0

@@ -37,6 +37,7 @@ MAX_WIDTH = 1024  # a piece is read at most this wide (about 40 digits); wider o
 CLASSES = 11  # blank + the ten digits
 BLANK = 0
 INK_EPS = 0.05  # soft ink above this counts when measuring the ink's extent
+STRETCHES = (1.0, 1.3)  # a piece is read as it is and this much wider; the likeliest reading stands
 ONNX_NAME = "strings.onnx"
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -632,22 +633,50 @@ def read(soft: np.ndarray) -> list[tuple[int, float, int, int]]:
     return [(int(p.argmax()), float(p.max()), x0, x1) for p, x0, x1 in read_spans(soft)]
 
 
-def frames(soft: np.ndarray) -> tuple[np.ndarray, float, int]:
-    """The network's per-frame probabilities (T, 11: blank, then the digits) for a piece's soft ink, with
-    the scale and first column that map frames back to the piece's columns."""
-    x, f, first = prepare(np.asarray(soft, np.float32))
+def _frames_at(soft: np.ndarray, stretch: float) -> tuple[np.ndarray, float, float]:
+    """frames() of the piece drawn `stretch` times as wide, its scale and first column mapped back to
+    the piece's own columns."""
+    import cv2
+
+    if stretch != 1:
+        h, w = soft.shape
+        soft = cv2.resize(soft, (max(1, round(w * stretch)), h), interpolation=cv2.INTER_LINEAR)
+    x, f, first = prepare(soft)
     logits = _run(x[None, None])[0]  # (T, 11)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True), f, first
+    return e / e.sum(axis=1, keepdims=True), f * stretch, first / stretch
 
 
-def centres(soft: np.ndarray, framed: tuple[np.ndarray, float, int] | None = None) -> list[tuple[int, float]]:
+def frames(soft: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The network's per-frame probabilities (T, 11: blank, then the digits) for a piece's soft ink, with
+    the scale and first column that map frames back to the piece's columns.
+
+    The piece is read as it is and drawn wider (STRETCHES): a narrow 1 half hidden in its neighbour
+    gets frames of its own there. Each reading's digits are scored by every one of them (the sum of
+    their log-probabilities, as in sequence_logprob), and the frames returned are those of the reading
+    whose digits score best, where they are likeliest."""
+    soft = np.asarray(soft, np.float32)
+    framed = [_frames_at(soft, s) for s in STRETCHES]
+    if len(framed) == 1:
+        return framed[0]
+    readings = {tuple(d for d, *_ in greedy(probs)) for probs, _, _ in framed}
+    plain = tuple(d for d, *_ in greedy(framed[0][0]))
+    readings = {r for r in readings if len(r) > len(plain)} | {plain}
+    if len(readings) == 1:
+        return framed[0]
+    score = {r: [sequence_logprob(probs, list(r)) for probs, _, _ in framed] for r in readings}
+    best = max(readings, key=lambda r: (sum(score[r]), r))
+    own = [i for i, (probs, _, _) in enumerate(framed) if tuple(d for d, *_ in greedy(probs)) == best]
+    return framed[max(own, key=lambda i: score[best][i])]
+
+
+def centres(soft: np.ndarray, framed: tuple[np.ndarray, float, float] | None = None) -> list[tuple[int, float]]:
     """[(digit, the column of soft where the model reads it)], left to right: where each digit read is."""
     probs, f, first = framed if framed is not None else frames(np.asarray(soft, np.float32))
     return [(d, ((a + b) / 2 * FRAME - MARGIN) / f + first) for d, _, a, b in greedy(probs)]
 
 
-def read_spans(soft: np.ndarray, framed: tuple[np.ndarray, float, int] | None = None
+def read_spans(soft: np.ndarray, framed: tuple[np.ndarray, float, float] | None = None
                ) -> list[tuple[np.ndarray, int, int]]:
     """As read, with each digit's ten probabilities (at the column where it is surest) instead of one.
     `framed`: what frames(soft) gave, when the caller has it already."""
