@@ -126,21 +126,35 @@ def test_train_resumes_and_export_writes_a_graph_that_reads(tmp_path, capsys):
     data = write_mnist(tmp_path / "mnist", n_train=300)
     out = tmp_path / "run"
     args = ["train", "--out", str(out), "--data-dir", str(data), "--pool", "200"]
-    assert strings.main(args + ["--steps", "2"]) == 0
+    assert strings.main(args + ["--steps", "2", "--seed", "3"]) == 0
     assert json.loads((out / strings.META).read_text())["step"] == 2
     assert strings.main(args + ["--steps", "4"]) == 2  # without --resume it does not start over
     assert "--resume" in capsys.readouterr().err
-    assert strings.main(args + ["--steps", "4", "--resume", "--continental", "0.5"]) == 0
+    assert strings.main(args + ["--steps", "4", "--resume", "--continental", "0.5", "--seed", "5"]) == 0
     log = capsys.readouterr().out
     assert "resuming at step 2 of 4" in log
     meta = json.loads((out / strings.META).read_text())
     assert meta["step"] == 4 and meta["held_out"] == "MNIST training images 200-299"
+    assert meta["seed"] == 3  # a resumed run goes on making the strings it was making
     # Each stretch of steps says what it learned from.
     assert meta["stages"] == [{"steps": [0, 2], "zero_runs": strings.ZERO_RUN, "continental": strings.STYLED_ONES},
                               {"steps": [2, 4], "zero_runs": strings.ZERO_RUN, "continental": 0.5}]
     assert strings.main(["export", str(out)]) == 0
     facts = json.loads((out / "strings.json").read_text())
     assert facts["step"] == 4 and (out / strings.ONNX_NAME).stat().st_size == facts["bytes"]
+
+
+def test_the_seed_gives_other_weights_and_strings(tmp_path):
+    from digitrec.checkpoint import load_tensors
+
+    data = write_mnist(tmp_path / "mnist", n_train=300)
+    weights = []
+    for seed in (0, 1):
+        out = tmp_path / f"run{seed}"
+        argv = ["train", "--out", str(out), "--data-dir", str(data), "--pool", "200", "--steps", "1", "--seed", str(seed)]
+        assert strings.main(argv) == 0
+        weights.append(load_tensors(out / "model.safetensors"))
+    assert any(not np.array_equal(weights[0][k].numpy(), weights[1][k].numpy()) for k in weights[0])
 
 
 @pytest.mark.parametrize("argv, says", [(["train", "--out", "x", "--steps", "0"], "--steps"),

@@ -11,7 +11,7 @@ digit was read give its span.
 
 Training and export:
 
-    python -m digitrec.strings train --out runs/strings [--steps N] [--threads N] [--resume]
+    python -m digitrec.strings train --out runs/strings [--steps N] [--threads N] [--resume] [--seed N]
     python -m digitrec.strings export runs/strings     # writes runs/strings/strings.onnx
 """
 
@@ -439,7 +439,7 @@ def _load_state(out: Path, model, opt, gen) -> int:
 
 def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool = False,
           data_dir: str | None = None, pool: int = TRAIN_POOL, zero_runs: float = ZERO_RUN,
-          continental: float = STYLED_ONES, log=print) -> dict:
+          continental: float = STYLED_ONES, seed: int = 0, log=print) -> dict:
     """Train the string model into `out` (resumable), returning its description."""
     import torch
 
@@ -453,6 +453,10 @@ def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool 
         raise UsageError(f"{out}: nothing to resume (no {STATE})")
     if not resume and (out / STATE).is_file():
         raise UsageError(f"{out}: a string model is already training there; add --resume to go on with it")
+    if resume:  # a run goes on with the strings it was making (its pool of fast zeros comes from the seed)
+        from digitrec.checkpoint import read_json
+
+        seed = int(read_json(out / META, "string-model description").get("seed", 0))
     mnist = load_mnist(data_dir)
     if len(mnist.train_images) <= pool:
         raise UsageError(f"the training set has {len(mnist.train_images)} digits: strings are made from the first "
@@ -460,22 +464,20 @@ def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool 
     images, labels = mnist.train_images[:pool], mnist.train_labels[:pool]
     from digitrec.marks import pen_zeros
 
-    maker = StringMaker(images, labels, seed=0, zeros=pen_zeros(PEN_ZEROS, seed=0), zero_runs=zero_runs,
+    maker = StringMaker(images, labels, seed=seed, zeros=pen_zeros(PEN_ZEROS, seed=seed), zero_runs=zero_runs,
                         continental=continental)
     held_out = (pool, min(len(mnist.train_images), pool + HELD_OUT[1] - HELD_OUT[0]))
     held = mnist.train_images[held_out[0]:held_out[1]], mnist.train_labels[held_out[0]:held_out[1]]
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_model()
     decay = [p for p in model.parameters() if p.ndim > 1]
     other = [p for p in model.parameters() if p.ndim <= 1]
     opt = AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": other}], lr=LR)
-    meta = {"steps": steps, "batch": BATCH, "lr": LR, "train_digits": f"MNIST training images 0-{pool - 1}",
+    meta = {"steps": steps, "batch": BATCH, "lr": LR, "seed": seed, "train_digits": f"MNIST training images 0-{pool - 1}",
             "train_sha256": content_sha256(images, labels), "held_out": f"MNIST training images {held_out[0]}-{held_out[1] - 1}",
             "seconds": 0.0, "history": []}
     step = 0
     if resume:
-        from digitrec.checkpoint import read_json
-
         step = _load_state(out, model, opt, maker.gen)
         before = read_json(out / META)
         meta = {**meta, **{k: v for k, v in before.items() if k in ("seconds", "history")}}
@@ -720,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"share of strings that end in 1-4 zeros, as amounts do (default {ZERO_RUN})")
     t.add_argument("--continental", type=share, default=STYLED_ONES, metavar="SHARE",
                    help=f"share of strings whose 1s may have a long up-stroke and 7s a bar (default {STYLED_ONES})")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the first weights and of the strings made (default 0; a resumed run keeps its own)")
     t.add_argument("--pool", type=positive_int, default=TRAIN_POOL, help=argparse.SUPPRESS)  # tiny runs in tests
     e = sub.add_parser("export", help="write the trained string model as ONNX")
     e.add_argument("run", help="the run folder given to train --out")
@@ -730,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.pool > TRAIN_POOL:
                 raise UsageError(f"--pool: training digits are taken below index {TRAIN_POOL} only")
             meta = train(Path(args.out), args.steps, args.threads, args.resume, args.data_dir, args.pool,
-                         args.zero_runs, args.continental)
+                         args.zero_runs, args.continental, args.seed)
             print(f"done: step {meta['step']}, held-out strings read exactly {meta.get('held_out_exact', 0):.3f}")
         else:
             print(export(Path(args.run), Path(args.out) if args.out else None))
