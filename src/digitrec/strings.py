@@ -571,7 +571,7 @@ def export(run_dir: Path, out: Path | None = None) -> Path:
         if not np.abs(got - want).max() < 1e-3:
             raise UsageError(f"{run_dir}: the ONNX graph does not reproduce the model; not written")
     atomic_write_bytes(out, buf.getvalue())
-    facts = {k: meta.get(k) for k in ("step", "steps", "batch", "train_digits", "train_sha256", "held_out",
+    facts = {k: meta.get(k) for k in ("step", "steps", "batch", "seed", "train_digits", "train_sha256", "held_out",
                                       "held_out_exact", "seconds", "stages")}
     facts["bytes"] = len(buf.getvalue())
     facts["input"] = f"float32 (N, 1, {HEIGHT}, W) ink 0..1, W a multiple of {WIDTH_STEP}"
