@@ -453,10 +453,12 @@ def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool 
         raise UsageError(f"{out}: nothing to resume (no {STATE})")
     if not resume and (out / STATE).is_file():
         raise UsageError(f"{out}: a string model is already training there; add --resume to go on with it")
+    before = {}
     if resume:  # a run goes on with the strings it was making (its pool of fast zeros comes from the seed)
         from digitrec.checkpoint import read_json
 
-        seed = int(read_json(out / META, "string-model description").get("seed", 0))
+        before = read_json(out / META, "string-model description")
+        seed = int(before.get("seed", 0))
     mnist = load_mnist(data_dir)
     if len(mnist.train_images) <= pool:
         raise UsageError(f"the training set has {len(mnist.train_images)} digits: strings are made from the first "
@@ -479,7 +481,6 @@ def train(out: Path, steps: int = DEFAULT_STEPS, threads: int = 1, resume: bool 
     step = 0
     if resume:
         step = _load_state(out, model, opt, maker.gen)
-        before = read_json(out / META)
         meta = {**meta, **{k: v for k, v in before.items() if k in ("seconds", "history")}}
         # Runs from before these options were made with neither zero runs nor continental 1s.
         stages = before.get("stages") or [{"steps": [0, step], "zero_runs": 0.0, "continental": 0.0}]
@@ -661,14 +662,14 @@ def frames(soft: np.ndarray) -> tuple[np.ndarray, float, float]:
     framed = [_frames_at(soft, s) for s in STRETCHES]
     if len(framed) == 1:
         return framed[0]
-    readings = {tuple(d for d, *_ in greedy(probs)) for probs, _, _ in framed}
-    plain = tuple(d for d, *_ in greedy(framed[0][0]))
-    readings = {r for r in readings if len(r) > len(plain)} | {plain}
+    read = [tuple(d for d, *_ in greedy(probs)) for probs, _, _ in framed]
+    plain = read[0]
+    readings = {r for r in read if len(r) > len(plain)} | {plain}
     if len(readings) == 1:
         return framed[0]
     score = {r: [sequence_logprob(probs, list(r)) for probs, _, _ in framed] for r in readings}
     best = max(readings, key=lambda r: (sum(score[r]), r))
-    own = [i for i, (probs, _, _) in enumerate(framed) if tuple(d for d, *_ in greedy(probs)) == best]
+    own = [i for i, r in enumerate(read) if r == best]
     return framed[max(own, key=lambda i: score[best][i])]
 
 
