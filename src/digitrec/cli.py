@@ -664,6 +664,21 @@ def launched() -> bool:
     return "digitrec.distributed" in sys.modules and sys.modules["digitrec.distributed"].LAUNCHED
 
 
+def exit_program(status: int):
+    """Leave the program with `status`.
+
+    One of several training processes leaves without the interpreter's teardown: by now its process
+    group is gone and the master has written every file, and that teardown can trip over torch's
+    communication threads now and then (an abort after a finished training, which the launcher would
+    report as a failure).
+    """
+    if "digitrec.distributed" in sys.modules and sys.modules["digitrec.distributed"].PROCESSES.world_size > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -728,4 +743,4 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_program(main())
